@@ -1,0 +1,106 @@
+"""The deterministic autoencoder: x -> z = E(x) -> D(z), trained on reconstruction."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from zoo import base, distributions, nets
+from zoo.base import option
+
+
+@dataclasses.dataclass
+class AEConfig:
+    latent_dim: int = option(16, "size of the code z")
+    net: str = option("conv", "encoder/decoder architecture", nets.KINDS)
+    loss: str = option("bce", "reconstruction loss: pixel cross-entropy or squared error", ("bce", "mse"))
+    code_momentum: float = option(0.99, "momentum of the moving code mean and covariance")
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class AE(base.ZooModel):
+    """Reconstruction loss per image: bce = sum -[x log x' + (1-x) log(1-x')], or
+    mse = sum (x - x')^2, with x' = sigmoid(D(E(x))).
+
+    An AE has no prior, so `generate` samples a Gaussian fitted to the training
+    codes: z = m + L eps, eps ~ N(0, I), L L^T = C, where m and C are moving
+    averages (momentum `code_momentum`, like batch norm's moving statistics) of
+    the batch mean and batch covariance of E(x), updated by every train step.
+    m and C are non-trainable weights, so they are saved, checkpointed and
+    exported with the model. Before training they are 0 and I."""
+
+    Config = AEConfig
+    tracked = ("loss",)
+    signature_names = ("generate", "encode", "decode", "reconstruct")
+
+    def __init__(self, image_shape, num_classes=0, **kwargs):
+        super().__init__(image_shape, num_classes, **kwargs)
+        c = self.config
+        self.encoder = nets.encoder(c.net, self.image_shape, self.latent_dim)
+        self.decoder = nets.decoder(c.net, self.latent_dim, self.image_shape)
+        j = self.latent_dim
+        self.code_mean = self.add_weight(
+            shape=(j,), initializer="zeros", trainable=False, aggregation="mean", name="code_mean"
+        )
+        self.code_cov = self.add_weight(
+            shape=(j, j), initializer="identity", trainable=False, aggregation="mean", name="code_cov"
+        )
+        self.built = True
+
+    def encode(self, images, labels=None):
+        return self.encoder(images)
+
+    def decode(self, z, labels=None):
+        return distributions.likelihood_mean(self.decoder(z))
+
+    def reconstruct(self, images, labels=None):
+        return self.decode(self.encode(images))
+
+    def code_scale(self):
+        """L with L L^T = C (+ 1e-5 I for a positive definite factor)."""
+        cov = tf.convert_to_tensor(self.code_cov)
+        return tf.linalg.cholesky(cov + 1e-5 * tf.eye(self.latent_dim))
+
+    def generate(self, n_or_z, labels=None, seed=None):
+        """Images from z = m + L eps with eps the standard-normal input (see class doc)."""
+        eps = self.noise(n_or_z, seed)
+        z = self.code_mean + tf.linalg.matvec(self.code_scale(), eps)
+        return self.decode(z)
+
+    def call(self, inputs, training=False):
+        images, _ = base.unpack(inputs)
+        return self.reconstruct(images)
+
+    def reconstruction_loss(self, images, logits):
+        """Per-image reconstruction loss of the chosen kind (see class doc)."""
+        if self.config.loss == "bce":
+            per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+        else:
+            per_pixel = tf.square(images - tf.sigmoid(logits))
+        return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
+
+    def _update_code_statistics(self, codes):
+        m = self.config.code_momentum
+        mean = tf.reduce_mean(codes, axis=0)
+        centred = codes - mean
+        cov = tf.matmul(centred, centred, transpose_a=True) / tf.cast(tf.shape(codes)[0], codes.dtype)
+        self.code_mean.assign(m * self.code_mean + (1 - m) * mean)
+        self.code_cov.assign(m * self.code_cov + (1 - m) * cov)
+
+    def train_step(self, data):
+        images, _ = base.unpack(data)
+        with tf.GradientTape() as tape:
+            codes = self.encoder(images, training=True)
+            loss = self.reconstruction_loss(images, self.decoder(codes, training=True))
+            scaled = base.global_mean(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        self._update_code_statistics(tf.stop_gradient(codes))
+        return self.track(loss=loss)
+
+    def test_step(self, data):
+        images, _ = base.unpack(data)
+        return self.track(loss=self.reconstruction_loss(images, self.decoder(self.encoder(images))))
+
+    def _serve_encode(self):
+        return (lambda images: {"z": self.encode(images)}), ("images",)

@@ -1,0 +1,230 @@
+"""What every zoo model shares: config handling, noise and loss averaging that stay
+correct under tf.distribute, label handling and the typed specs of the serving
+signatures. Model-specific maths lives in each model's own file."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+KERAS_KWARGS = ("name", "trainable", "dtype")
+
+
+def option(default, help, choices=None):
+    """A config field with the help text (and valid choices) that the CLI shows."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_choices(config):
+    """Raises ValueError for a config field whose value is not one of its choices."""
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if choices and value not in choices:
+            raise ValueError(
+                f"{field.name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}"
+            )
+
+
+# ---------------------------------------------------------------------------
+# Distribution-aware helpers for custom train steps.
+
+
+def num_replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def global_mean(per_example):
+    """sum_i l_i / B_global over this replica's examples.
+
+    Keras sums gradients across replicas, so this is the term whose gradient,
+    summed over N replicas, equals the gradient of the mean over the global batch
+    (the update does not depend on N)."""
+    per_example = tf.cast(per_example, tf.float32)
+    global_batch = tf.cast(tf.shape(per_example)[0] * num_replicas(), tf.float32)
+    return tf.reduce_sum(per_example) / global_batch
+
+
+def step_seed(base_seed, step, stream):
+    """A stateless seed [2] for one train step and one random stream of it."""
+    return tf.stack(
+        [tf.cast(base_seed, tf.int64) * 1000 + stream, tf.cast(step, tf.int64)]
+    )
+
+
+def replica_normal(batch_size, dim, seed):
+    """N(0, I) noise [batch_size, dim] for this replica.
+
+    One draw of the global batch [batch_size * N, dim] is made on every replica
+    from the same stateless seed and each replica keeps its own slice, so N
+    replicas together use exactly the noise that one device would use for the
+    whole batch (and no two replicas share noise). Needs equal per-replica
+    batches: training pipelines drop the remainder."""
+    ctx = tf.distribute.get_replica_context()
+    n = num_replicas()
+    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+    noise = tf.random.stateless_normal([batch_size * n, dim], seed)
+    return noise[replica * batch_size : (replica + 1) * batch_size]
+
+
+def replica_seed(seed):
+    """Folds this replica's id into a stateless seed (distinct noise per replica)."""
+    ctx = tf.distribute.get_replica_context()
+    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+    return tf.random.experimental.stateless_fold_in(seed, replica)
+
+
+def unpack(data):
+    """(images, labels or None) from what fit/evaluate pass to train_step."""
+    if isinstance(data, (tuple, list)):
+        images = data[0]
+        labels = data[1] if len(data) > 1 else None
+    else:
+        images, labels = data, None
+    return tf.cast(images, tf.float32), labels
+
+
+# ---------------------------------------------------------------------------
+
+
+class ZooModel(keras.Model):
+    """Base of every zoo model: built from (image_shape, num_classes, config).
+
+    Subclasses set `Config` (a dataclass of their options), `conditional` and
+    `signature_names`, and implement the methods their signatures name."""
+
+    Config = None
+    conditional = False
+    signature_names = ("generate",)
+    tracked = ()  # names of the loss terms tracked as keras.metrics.Mean
+
+    def __init__(self, image_shape, num_classes=0, seed=0, **kwargs):
+        keras_kwargs = {k: kwargs.pop(k) for k in KERAS_KWARGS if k in kwargs}
+        super().__init__(**keras_kwargs)
+        valid = [f.name for f in dataclasses.fields(self.Config)]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no option {', '.join(unknown)}; "
+                f"valid options: {', '.join(valid)}"
+            )
+        self.config = self.Config(**kwargs)
+        check_choices(self.config)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        if len(self.image_shape) != 3:
+            raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
+        self.num_classes = int(num_classes)
+        if self.conditional and self.num_classes < 2:
+            raise ValueError(
+                f"{type(self).__name__} is conditional and needs num_classes >= 2, got {num_classes}"
+            )
+        self.seed = int(seed)
+        self.latent_dim = int(getattr(self.config, "latent_dim", 0))
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in self.tracked}
+
+    # -- config -------------------------------------------------------------
+    def get_config(self):
+        base = super().get_config()
+        return {
+            **{k: base[k] for k in KERAS_KWARGS if k in base},
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+            **dataclasses.asdict(self.config),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- metrics ------------------------------------------------------------
+    def track(self, **values):
+        """Updates the trackers with per-example (or scalar) values; returns all results."""
+        for name, value in values.items():
+            self._trackers[name].update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # -- labels and images --------------------------------------------------
+    def one_hot(self, labels):
+        return tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
+
+    def require_labels(self, labels):
+        if self.conditional and labels is None:
+            raise ValueError(
+                f"{type(self).__name__} is conditional: pass labels "
+                f"(a dataset of (images, labels), or labels=...)"
+            )
+        return labels
+
+    def noise(self, n_or_z, seed=None):
+        """Standard-normal generator input: `n` rows drawn now, or `z` as given."""
+        if isinstance(n_or_z, int):
+            return keras.random.normal((n_or_z, self.latent_dim), seed=seed)
+        return tf.convert_to_tensor(n_or_z, tf.float32)
+
+    @staticmethod
+    def as_labels(labels, n):
+        labels = tf.convert_to_tensor(labels, tf.int32)
+        if labels.shape.rank == 0:
+            labels = tf.fill([n], labels)
+        return labels
+
+    # -- serving ------------------------------------------------------------
+    def spec(self, name):
+        """The typed TensorSpec of a serving input (batch dimension None)."""
+        if name == "z":
+            return tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
+        if name == "images":
+            return tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
+        if name == "labels":
+            return tf.TensorSpec([None], tf.int32, name="labels")
+        raise KeyError(name)
+
+    def serving_signatures(self):
+        """{signature name: tf.function with a typed input_signature}, in order;
+        the first is also served as `serving_default`."""
+        signatures = {}
+        for name in self.signature_names:
+            fn, inputs = getattr(self, f"_serve_{name}")()
+            signatures[name] = tf.function(
+                fn, input_signature=[self.spec(i) for i in inputs]
+            )
+        return signatures
+
+    def image_signature(self, method, input_name):
+        """(fn, input names) for a signature that returns {"images": method(input[, labels])};
+        conditional models also take labels."""
+        if self.conditional:
+            return (lambda x, labels: {"images": method(x, labels)}), (input_name, "labels")
+        return (lambda x: {"images": method(x)}), (input_name,)
+
+    def _serve_generate(self):
+        return self.image_signature(self.generate, "z")
+
+    def _serve_decode(self):
+        return self.image_signature(self.decode, "z")
+
+    def _serve_reconstruct(self):
+        return self.image_signature(self.reconstruct, "images")
+
+    def sample_inputs(self, n, seed=0):
+        """A fixed batch of generator inputs (z, labels or None) for sample grids."""
+        z = tf.random.stateless_normal([n, self.latent_dim], [seed, 0])
+        labels = tf.range(n, dtype=tf.int32) % self.num_classes if self.conditional else None
+        return z, labels
+
+    def compile_defaults(self, learning_rate=None):
+        """Keyword arguments for compile() that train.run uses."""
+        lr = learning_rate or 1e-3
+        return {"optimizer": keras.optimizers.Adam(lr)}
+
+    def optimizer_list(self):
+        """Every optimizer this model steps (checkpointed by train.run)."""
+        return [self.optimizer]

@@ -1,0 +1,87 @@
+"""Adversarial losses as pure functions of discriminator logits, per example.
+
+D(x) = sigmoid(logit). Every function returns one value per example (shape [B]);
+the models average them over the global batch. Pick a pair with `get(name)`.
+"""
+
+import tensorflow as tf
+
+
+def _flat(logits):
+    return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+
+def minimax_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+    """-[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z))).
+
+    With t = 1 this is minus the value V(G, D) = E log D(x) + E log(1 - D(G(z)))
+    of Goodfellow et al.; t < 1 is one-sided label smoothing."""
+    real = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(_flat(real_logits)), real_target), logits=_flat(real_logits)
+    )
+    fake = tf.nn.softplus(_flat(fake_logits))  # -log(1 - sigmoid(l)) = softplus(l)
+    return real + fake
+
+
+def minimax_generator_loss(fake_logits):
+    """log(1 - D(G(z))): the generator's side of the minimax game (saturates
+    when D rejects the fakes confidently)."""
+    return -tf.nn.softplus(_flat(fake_logits))
+
+
+def non_saturating_generator_loss(fake_logits):
+    """-log D(G(z)): same fixed point as the minimax loss, strong gradients
+    early in training (Goodfellow et al., section 3)."""
+    return tf.nn.softplus(-_flat(fake_logits))  # -log sigmoid(l) = softplus(-l)
+
+
+def least_squares_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+    """1/2 (D(x) - t)^2 + 1/2 D(G(z))^2 on the raw outputs (LSGAN, Mao et al. 2017)."""
+    return 0.5 * tf.square(_flat(real_logits) - real_target) + 0.5 * tf.square(_flat(fake_logits))
+
+
+def least_squares_generator_loss(fake_logits):
+    """1/2 (D(G(z)) - 1)^2 (LSGAN)."""
+    return 0.5 * tf.square(_flat(fake_logits) - 1.0)
+
+
+def wasserstein_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+    """D(G(z)) - D(x): the critic's side of the Wasserstein-1 dual (Arjovsky et
+    al. 2017); add `gradient_penalty` to keep the critic 1-Lipschitz. real_target
+    is ignored (no labels to smooth)."""
+    return _flat(fake_logits) - _flat(real_logits)
+
+
+def wasserstein_generator_loss(fake_logits):
+    """-D(G(z))."""
+    return -_flat(fake_logits)
+
+
+def gradient_penalty(critic, real, fake, seed, weight=10.0):
+    """weight * (||grad_x' D(x')||_2 - 1)^2 per example, x' = u x + (1 - u) G(z),
+    u ~ U(0, 1) per example (WGAN-GP, Gulrajani et al. 2017). `critic` maps a
+    batch of inputs to logits."""
+    shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], 0)
+    u = tf.random.stateless_uniform(shape, seed)
+    mixed = u * real + (1.0 - u) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(mixed)
+        logits = critic(mixed)
+    grads = tf.reshape(tape.gradient(logits, mixed), [tf.shape(real)[0], -1])
+    norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=1) + 1e-12)
+    return weight * tf.square(norm - 1.0)
+
+
+LOSSES = {
+    "non_saturating": (minimax_discriminator_loss, non_saturating_generator_loss),
+    "minimax": (minimax_discriminator_loss, minimax_generator_loss),
+    "least_squares": (least_squares_discriminator_loss, least_squares_generator_loss),
+    "wasserstein_gp": (wasserstein_discriminator_loss, wasserstein_generator_loss),
+}
+
+
+def get(name):
+    """(discriminator loss, generator loss) registered as `name`."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,21 @@
+"""The one list of the zoo: model name -> model class (whose Config holds the defaults)."""
+
+from zoo.autoencoder import AE
+from zoo.vae import CVAE, VAE
+
+MODELS = {
+    "ae": AE,
+    "vae": VAE,
+    "cvae": CVAE,
+}
+
+
+def names():
+    return sorted(MODELS)
+
+
+def get(name):
+    """The model class registered as `name`; ValueError listing the valid names otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(names())}")
+    return MODELS[name]
