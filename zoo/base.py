@@ -100,6 +100,8 @@ class ZooModel(keras.Model):
     conditional = False
     signature_names = ("generate",)
     tracked = ()  # names of the loss terms tracked as keras.metrics.Mean
+    # What train.run uses where the user gives no flag.
+    training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
 
     def __init__(self, image_shape, num_classes=0, seed=0, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in KERAS_KWARGS if k in kwargs}
@@ -222,7 +224,7 @@ class ZooModel(keras.Model):
 
     def compile_defaults(self, learning_rate=None):
         """Keyword arguments for compile() that train.run uses."""
-        lr = learning_rate or 1e-3
+        lr = learning_rate or self.training_defaults["learning_rate"]
         return {"optimizer": keras.optimizers.Adam(lr)}
 
     def optimizer_list(self):

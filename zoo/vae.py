@@ -50,6 +50,7 @@ class VAE(base.ZooModel):
 
     # -- the probabilistic model ---------------------------------------------
     def _with_labels(self, inputs, labels):
+        inputs = tf.convert_to_tensor(inputs, tf.float32)
         if not self.conditional:
             return inputs
         return [inputs, self.one_hot(self.require_labels(labels))]

@@ -1,0 +1,141 @@
+"""train.run and export.run as a user runs them, in subprocesses."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+
+BASE = ["--dataset=digits", "--batch_size=32", "--steps_per_epoch=4", "--verbose=0"]
+
+
+def last_line(proc):
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    """A CVAE trained for 2 epochs and exported: the workdir and the export base."""
+    root = tmp_path_factory.mktemp("cvae")
+    workdir, base = str(root / "work"), str(root / "serving")
+    proc = run_module("train.run", "--model=cvae", f"--workdir={workdir}", f"--export_base={base}",
+                      "--epochs=2", "--latent_dim=4", *BASE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, base
+
+
+def test_train_writes_the_workdir(cvae_run):
+    workdir, _ = cvae_run
+    for name in ("config.json", "history.csv", "model.keras", "checkpoints", "tensorboard",
+                 "samples/epoch_0001.png", "samples/epoch_0002.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["model"] == "cvae" and config["model_options"]["latent_dim"] == 4
+    assert config["image_shape"] == [8, 8, 1]
+
+
+def test_rerun_resumes_from_the_last_checkpoint(cvae_run):
+    workdir, _ = cvae_run
+    proc = run_module("train.run", "--model=cvae", f"--workdir={workdir}", "--epochs=3", *BASE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "ckpt-2" in proc.stderr
+    epochs = [row["epoch"] for row in csv.DictReader(open(os.path.join(workdir, "history.csv")))]
+    assert epochs == ["0", "1", "2"]  # epoch 3 continued the count, nothing was redone
+    assert os.path.exists(os.path.join(workdir, "samples", "epoch_0003.png"))
+
+
+def test_workdir_of_another_model_is_refused(cvae_run):
+    workdir, _ = cvae_run
+    proc = run_module("train.run", "--model=vae", f"--workdir={workdir}", *BASE)
+    assert proc.returncode != 0
+    assert "holds a cvae run" in last_line(proc)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model=nosuch"], r"unknown model 'nosuch'; valid models: .*vae"),
+        (["--dataset=nosuch"], r"unknown dataset 'nosuch'; offline sets: mnist5k, digits"),
+        (["--no_such_option=1"], r"valid options: .*--batch_size"),
+        (["--model=ae", "--likelihood=gaussian"], r"--likelihood is not an option of model ae; its options: "),
+        (["--model=vae", "--likelihood=poisson"], r"choose one of: bernoulli, gaussian"),
+        (["--strategy=nosuch"], r"strategy"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path, args, message):
+    proc = run_module("train.run", f"--workdir={tmp_path / 'w'}", *args, timeout=120)
+    assert proc.returncode != 0
+    assert re.search(message, last_line(proc)), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_export_layout_and_signatures(cvae_run):
+    _, base = cvae_run
+    assert os.listdir(os.path.join(base, "cvae")) == ["1"]  # no temporary leftovers
+    version = os.path.join(base, "cvae", "1")
+    assert os.path.exists(os.path.join(version, "saved_model.pb"))
+    assert os.path.isdir(os.path.join(version, "variables"))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")  # ships with TensorFlow
+    proc = subprocess.run([cli, "show", "--dir", version, "--all"],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for sig in ("serving_default", "generate", "encode", "decode", "reconstruct"):
+        assert f"signature_def['{sig}']" in proc.stdout
+    # every input and output has a None (-1) batch dimension
+    shapes = re.findall(r"shape: \(([^)]*)\)", proc.stdout)
+    assert shapes and all(s.split(",")[0].strip() == "-1" for s in shapes), shapes
+
+
+FRESH = r"""
+import sys, json, numpy as np, tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+out = {}
+z = tf.random.normal([3, 4]); x = tf.random.uniform([3, 8, 8, 1]); y = tf.constant([1, 2, 3])
+out["generate"] = m.signatures["generate"](z=z, labels=y)["images"].shape.as_list()
+out["serving_default"] = m.signatures["serving_default"](z=z, labels=y)["images"].shape.as_list()
+enc = m.signatures["encode"](images=x, labels=y)
+out["encode"] = [enc["z"].shape.as_list(), enc["z_stddev"].shape.as_list()]
+img = m.signatures["decode"](z=z, labels=y)["images"]
+out["decode"] = img.shape.as_list(); out["range"] = [float(tf.reduce_min(img)), float(tf.reduce_max(img))]
+out["reconstruct"] = m.signatures["reconstruct"](images=x, labels=y)["images"].shape.as_list()
+out["zoo_imported"] = "zoo" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def test_export_serves_in_a_fresh_process_without_zoo(cvae_run, tmp_path):
+    _, base = cvae_run
+    script = tmp_path / "serve.py"
+    script.write_text(FRESH)
+    proc = subprocess.run([sys.executable, str(script),
+                           os.path.join(base, "cvae", "1")], capture_output=True, text=True,
+                          cwd=str(tmp_path), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["generate"] == out["serving_default"] == out["decode"] == out["reconstruct"] == [3, 8, 8, 1]
+    assert out["encode"] == [[3, 4], [3, 4]]
+    assert 0.0 <= out["range"][0] <= out["range"][1] <= 1.0
+    assert out["zoo_imported"] is False
+
+
+def test_export_run_adds_a_version_and_refuses_an_existing_one(cvae_run):
+    workdir, base = cvae_run
+    proc = run_module("export.run", f"--workdir={workdir}", f"--export_base={base}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(os.path.join(base, "cvae"))) == ["1", "2"]
+    before = os.path.getmtime(os.path.join(base, "cvae", "1", "saved_model.pb"))
+    proc = run_module("export.run", f"--workdir={workdir}", f"--export_base={base}", "--version=1")
+    assert proc.returncode != 0 and "already exists" in last_line(proc)
+    assert os.path.getmtime(os.path.join(base, "cvae", "1", "saved_model.pb")) == before
+
+
+def test_export_of_an_untrained_workdir_is_refused(tmp_path):
+    proc = run_module("export.run", f"--workdir={tmp_path}", f"--export_base={tmp_path / 'b'}")
+    assert proc.returncode != 0 and "run train.run first" in last_line(proc)

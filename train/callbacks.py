@@ -1,0 +1,89 @@
+"""Keras callbacks of a training run: sample grids, checkpoints and the NaN guard."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+
+def image_grid(images, columns=None):
+    """[N, H, W, C] in [0, 1] -> one uint8 image [rows*H, cols*W, C] with 1-pixel gaps."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    n, h, w, c = images.shape
+    columns = columns or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / columns))
+    grid = np.ones(((h + 1) * rows + 1, (w + 1) * columns + 1, c), np.float32)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = image
+    return (grid * 255).round().astype(np.uint8)
+
+
+def save_png(path, grid, scale=1):
+    """Writes a uint8 grid [H, W, C] (C = 1 or 3) as PNG, enlarged `scale` times."""
+    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    tmp = f"{path}.tmp"
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """After each epoch, writes samples/epoch_NNNN.png (and a TensorBoard image)
+    from one fixed batch of generator inputs, so the progression is visible."""
+
+    def __init__(self, directory, inputs, tensorboard_dir=None, write=True):
+        super().__init__()
+        self.directory = directory
+        self.z, self.labels = inputs
+        self.write = write
+        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and write else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
+        images = np.asarray(self.model.generate(self.z, labels=self.labels))
+        os.makedirs(self.directory, exist_ok=True)
+        grid = image_grid(images)
+        scale = max(1, 256 // grid.shape[0])
+        save_png(os.path.join(self.directory, f"epoch_{epoch + 1:04d}.png"), grid, scale)
+        if self.writer is not None:
+            with self.writer.as_default():
+                tf.summary.image("samples", grid[None].astype(np.float32) / 255.0, step=epoch + 1)
+            self.writer.flush()
+
+
+class NonFiniteLoss(RuntimeError):
+    """A tracked loss became NaN or inf."""
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves model, optimizers and the epoch counter after each epoch, unless a
+    tracked value is NaN/inf: then training stops with NonFiniteLoss and the last
+    good checkpoint is left as it is. tf.train.CheckpointManager writes the files
+    first and the `checkpoint` index last, so a crash while saving leaves the
+    previous checkpoint the one restored."""
+
+    def __init__(self, manager, epoch_var):
+        super().__init__()
+        self.manager = manager
+        self.epoch_var = epoch_var
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if not np.isfinite(float(v))}
+        if bad:
+            self.model.stop_training = True
+            step = int(self.model.optimizer_list()[-1].iterations.numpy())
+            name, value = next(iter(bad.items()))
+            last = self.manager.latest_checkpoint
+            raise NonFiniteLoss(
+                f"{name} became {value} in epoch {epoch + 1} (optimizer step {step}); "
+                f"nothing was saved for this epoch, the last good checkpoint is "
+                f"{last or 'none'}; lower --learning_rate or check the data, then rerun to resume"
+            )
+        self.epoch_var.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)

@@ -1,0 +1,274 @@
+"""Train a zoo model: python -m train.run --model=vae [--dataset=mnist5k] ...
+
+Every model option (the fields of the models' Configs, e.g. --latent_dim,
+--net, --loss) is a flag; --flagfile works as in every absl program. Rerunning
+the same command resumes from the workdir's last checkpoint.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import zoo  # noqa: E402
+from train import callbacks, data, distribute  # noqa: E402
+
+FLAGS = flags.FLAGS
+TRAINING = ("epochs", "batch_size", "learning_rate")
+
+flags.DEFINE_string("model", "vae", f"model to train: {', '.join(zoo.names())}")
+flags.DEFINE_string("dataset", "mnist5k", f"{', '.join(data.OFFLINE)} (offline) or a tfds image dataset")
+flags.DEFINE_integer("image_size", None, "resize images to this square size")
+flags.DEFINE_integer("epochs", None, "epochs to train in all (default: the model's)")
+flags.DEFINE_integer("batch_size", None, "global batch size (default: the model's)")
+flags.DEFINE_float("learning_rate", None, "learning rate (default: the model's)")
+flags.DEFINE_integer("steps_per_epoch", None, "cut epochs short (for smoke runs)")
+flags.DEFINE_string("workdir", None, "where the run lives (default: runs/<model>-<dataset>)")
+flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
+flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
+flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
+flags.DEFINE_string("export_base", None, "also export the trained model for TF Serving under this base path")
+flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch")
+
+
+def _model_option_flags():
+    """One flag per model option, from the union of the registered Configs."""
+    seen = {}
+    for name in zoo.names():
+        for field in dataclasses.fields(zoo.get(name).Config):
+            if field.name in seen:
+                continue
+            seen[field.name] = field
+            kind = field.type if isinstance(field.type, type) else type(field.default)
+            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
+                kind, flags.DEFINE_string
+            )
+            choices = field.metadata.get("choices")
+            help_text = field.metadata.get("help", "") + (f" ({'|'.join(choices)})" if choices else "")
+            define(field.name, None, f"model option: {help_text}")
+    return tuple(seen)
+
+
+MODEL_OPTIONS = _model_option_flags()
+
+
+class RunError(Exception):
+    """A one-line, actionable error of the command line."""
+
+
+def parse_flags(argv):
+    """absl's parser, with unknown options reported on one line listing the valid ones."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        valid = sorted(n for n in FLAGS if not n.startswith("help") and len(n) > 1)
+        print(f"error: {e}; valid options: --{', --'.join(valid)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def resolve(flag_values=None):
+    """The run's configuration from the flags and, on resume, the workdir's config.json."""
+    f = flag_values or FLAGS
+    try:
+        cls = zoo.get(f.model)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    valid = {field.name for field in dataclasses.fields(cls.Config)}
+    given = {n: f[n].value for n in MODEL_OPTIONS if f[n].present}
+    wrong = sorted(set(given) - valid)
+    if wrong:
+        raise RunError(
+            f"--{wrong[0]} is not an option of model {f.model}; its options: --{', --'.join(sorted(valid))}"
+        )
+    workdir = f.workdir or os.path.join("runs", f"{f.model}-{f.dataset}")
+    training = {k: f[k].value if f[k].value is not None else cls.training_defaults[k] for k in TRAINING}
+    config = {
+        "model": f.model,
+        "dataset": f.dataset,
+        "image_size": f.image_size,
+        "seed": f.seed,
+        "model_options": {**dataclasses.asdict(cls.Config()), **given},
+        "training": training,
+    }
+    saved_path = os.path.join(workdir, "config.json")
+    if os.path.exists(saved_path):
+        config = _merge_saved(saved_path, config, f)
+    return workdir, config
+
+
+def _merge_saved(path, config, f):
+    """The saved config, checked against the flags the user set explicitly
+    (only --epochs may change, to train further)."""
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is unreadable ({e}); restore it or use a new --workdir") from None
+    if saved.get("model") != config["model"]:
+        raise RunError(
+            f"{os.path.dirname(path)} holds a {saved.get('model')} run, not {config['model']}; "
+            f"use --model={saved.get('model')} to resume it or a new --workdir"
+        )
+    explicit = {"dataset": f["dataset"].present, "image_size": f["image_size"].present, "seed": f["seed"].present}
+    for key, present in explicit.items():
+        if present and saved.get(key) != config[key]:
+            raise RunError(_mismatch(path, key, saved.get(key), config[key]))
+    for key in MODEL_OPTIONS:
+        if f[key].present and saved["model_options"].get(key) != config["model_options"].get(key):
+            raise RunError(_mismatch(path, key, saved["model_options"].get(key), config["model_options"][key]))
+    for key in ("batch_size", "learning_rate"):
+        if f[key].present and saved["training"].get(key) != config["training"][key]:
+            raise RunError(_mismatch(path, key, saved["training"].get(key), config["training"][key]))
+    if f["epochs"].present:
+        saved["training"]["epochs"] = config["training"]["epochs"]
+    return saved
+
+
+def _mismatch(path, key, old, new):
+    return (
+        f"{os.path.dirname(path)} was trained with --{key}={old}, not {new}; "
+        f"rerun with the same options to resume, or use a new --workdir"
+    )
+
+
+def build_model(config, image_shape, num_classes):
+    return zoo.build(
+        config["model"],
+        image_shape=image_shape,
+        num_classes=num_classes,
+        seed=config["seed"],
+        **config["model_options"],
+    )
+
+
+def write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def train(
+    workdir,
+    config,
+    steps_per_epoch=None,
+    strategy_name="default",
+    export_base=None,
+    keep_checkpoints=3,
+    verbose=1,
+):
+    """Trains (or resumes) the run in `workdir`; returns the trained model."""
+    keras.utils.set_random_seed(config["seed"])
+    try:
+        dataset = data.load(config["dataset"], config["image_size"])
+    except data.DatasetError as e:
+        raise RunError(str(e)) from None
+    try:
+        strategy = distribute.strategy(strategy_name)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    writer = distribute.is_chief(strategy)
+    out_dir = workdir if writer else distribute.scratch_dir(workdir)
+    os.makedirs(out_dir, exist_ok=True)
+    config = {**config, "image_shape": list(dataset.image_shape), "num_classes": dataset.num_classes}
+    if writer:
+        write_json(os.path.join(out_dir, "config.json"), config)
+
+    training = config["training"]
+    with strategy.scope():
+        try:
+            model = build_model(config, dataset.image_shape, dataset.num_classes)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        model.compile(**model.compile_defaults(training["learning_rate"]))
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        optimizers = {f"optimizer_{i}": opt for i, opt in enumerate(model.optimizer_list())}
+        checkpoint = tf.train.Checkpoint(model=model, epoch=epoch, **optimizers)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=keep_checkpoints
+    )
+    if manager.latest_checkpoint:
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except Exception as e:  # a corrupt or foreign checkpoint
+            raise RunError(
+                f"cannot restore {manager.latest_checkpoint} ({type(e).__name__}); "
+                f"move the checkpoints/ folder away to start over, or use a new --workdir"
+            ) from None
+        logging.warning("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch))
+
+    initial_epoch = int(epoch.numpy())
+    if initial_epoch < training["epochs"]:
+        train_ds = data.pipeline(
+            dataset.train_images,
+            dataset.train_labels,
+            training["batch_size"],
+            seed=config["seed"] + initial_epoch,
+        )
+        cbs = [
+            callbacks.Checkpoint(manager, epoch),
+            callbacks.SampleGrid(
+                os.path.join(out_dir, "samples"),
+                model.sample_inputs(64, seed=config["seed"]),
+                tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
+                write=writer,
+            ),
+            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
+        ]
+        model.fit(
+            train_ds,
+            epochs=training["epochs"],
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=cbs,
+            verbose=verbose,
+        )
+    else:
+        logging.warning("%s is already trained for %d epochs", workdir, initial_epoch)
+
+    if writer:
+        keras_path = os.path.join(out_dir, "model.keras")
+        model.save(keras_path + ".tmp.keras")
+        os.replace(keras_path + ".tmp.keras", keras_path)
+        if export_base:
+            from export.saved_model import export
+
+            path = export(model, export_base, config["model"])
+            print(f"exported {path}")
+    else:
+        distribute.remove_scratch(out_dir)
+    return model
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # TF's own INFO lines drown the progress bar
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {' '.join(argv[1:])}; options are --name=value", file=sys.stderr)
+        sys.exit(2)
+    try:
+        workdir, config = resolve()
+        train(
+            workdir,
+            config,
+            steps_per_epoch=FLAGS.steps_per_epoch,
+            strategy_name=FLAGS.strategy,
+            export_base=FLAGS.export_base,
+            keep_checkpoints=FLAGS.keep_checkpoints,
+            verbose=FLAGS.verbose,
+        )
+    except (RunError, callbacks.NonFiniteLoss) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"workdir: {workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
