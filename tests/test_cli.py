@@ -139,3 +139,95 @@ def test_export_run_adds_a_version_and_refuses_an_existing_one(cvae_run):
 def test_export_of_an_untrained_workdir_is_refused(tmp_path):
     proc = run_module("export.run", f"--workdir={tmp_path}", f"--export_base={tmp_path / 'b'}")
     assert proc.returncode != 0 and "run train.run first" in last_line(proc)
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_module("train.run", "--model=vae", f"--workdir={workdir}", "--epochs=2",
+                      "--learning_rate=1e12", *BASE)
+    assert proc.returncode != 0
+    line = last_line(proc)
+    assert re.search(r"error: \w+ became (nan|inf) in epoch 1 \(optimizer step \d+\)", line), line
+    assert not os.path.exists(workdir / "checkpoints" / "checkpoint")  # the bad state was not saved
+    # with a sane learning rate the same workdir trains (nothing had been saved)
+    proc = run_module("train.run", "--model=vae", f"--workdir={workdir}", "--epochs=1", *BASE)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_nan_guard_does_not_overwrite_the_last_good_checkpoint(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    import zoo
+    from train import callbacks
+
+    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=2, net="mlp")
+    model.compile(**model.compile_defaults())
+    epoch = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, epoch=epoch), str(tmp_path), 3)
+    guard = callbacks.Checkpoint(manager, epoch)
+    guard.set_model(model)
+    guard.on_epoch_end(0, {"loss": 1.0})
+    good = manager.latest_checkpoint
+    with pytest.raises(callbacks.NonFiniteLoss, match=r"loss became nan in epoch 2 .*ckpt-1 is kept"):
+        guard.on_epoch_end(1, {"loss": float("nan")})
+    assert manager.latest_checkpoint == good and int(epoch.numpy()) == 1 and model.stop_training
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    workdir = tmp_path / "w"
+    assert run_module("train.run", "--model=ae", f"--workdir={workdir}", "--epochs=1", *BASE).returncode == 0
+    index = next((workdir / "checkpoints").glob("ckpt-1.index"))
+    index.write_bytes(b"garbage")
+    proc = run_module("train.run", "--model=ae", f"--workdir={workdir}", "--epochs=2", *BASE)
+    assert proc.returncode != 0
+    assert "cannot restore" in last_line(proc) and "new --workdir" in last_line(proc)
+    assert index.read_bytes() == b"garbage"  # left for the user to inspect, not deleted
+
+
+def test_saved_model_cli_runs_generate(cvae_run):
+    _, base = cvae_run
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run(
+        [cli, "run", "--dir", os.path.join(base, "cvae", "1"), "--tag_set", "serve",
+         "--signature_def", "generate", "--input_exprs",
+         "z=[[0.0, 0.0, 0.0, 0.0], [0.5, -0.5, 1.0, 2.0]];labels=[1, 2]"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Result for output key images" in proc.stdout
+    values = np.array([float(v) for v in re.findall(r"[-+]?\d*\.\d+(?:e[-+]?\d+)?", proc.stdout)])
+    assert values.size >= 2 * 64 and values.min() >= 0.0 and values.max() <= 1.0
+
+
+BAD_INPUTS = r"""
+import sys, tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+bad = {
+    "wrong latent size": dict(z=tf.zeros([2, 5]), labels=tf.constant([1, 2])),
+    "float labels": dict(z=tf.zeros([2, 4]), labels=tf.constant([1.0, 2.0])),
+    "int z": dict(z=tf.zeros([2, 4], tf.int32), labels=tf.constant([1, 2])),
+}
+for name, kwargs in bad.items():
+    try:
+        m.signatures["generate"](**kwargs)
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError):
+        print("rejected", name)
+    else:
+        print("accepted", name)
+try:
+    m.signatures["encode"](images=tf.zeros([2, 28, 28, 1]), labels=tf.constant([1, 2]))
+    print("accepted wrong image shape")
+except (TypeError, ValueError, tf.errors.InvalidArgumentError):
+    print("rejected wrong image shape")
+"""
+
+
+def test_exported_signatures_reject_wrong_shapes_and_dtypes(cvae_run, tmp_path):
+    _, base = cvae_run
+    script = tmp_path / "bad.py"
+    script.write_text(BAD_INPUTS)
+    proc = subprocess.run([sys.executable, str(script), os.path.join(base, "cvae", "1")],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(l.startswith("rejected") for l in lines), lines

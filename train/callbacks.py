@@ -80,10 +80,14 @@ class Checkpoint(keras.callbacks.Callback):
             step = int(self.model.optimizer_list()[-1].iterations.numpy())
             name, value = next(iter(bad.items()))
             last = self.manager.latest_checkpoint
+            advice = (
+                f"the last good checkpoint {last} is kept; use a lower --learning_rate in a new --workdir"
+                if last
+                else "no checkpoint was written; rerun with a lower --learning_rate"
+            )
             raise NonFiniteLoss(
-                f"{name} became {value} in epoch {epoch + 1} (optimizer step {step}); "
-                f"nothing was saved for this epoch, the last good checkpoint is "
-                f"{last or 'none'}; lower --learning_rate or check the data, then rerun to resume"
+                f"{name} became {value} in epoch {epoch + 1} (optimizer step {step}) and nothing of "
+                f"this epoch was saved; {advice}, or check the data"
             )
         self.epoch_var.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)

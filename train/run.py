@@ -103,6 +103,10 @@ def resolve(flag_values=None):
     return workdir, config
 
 
+def _has_checkpoint(workdir):
+    return tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")) is not None
+
+
 def _merge_saved(path, config, f):
     """The saved config, checked against the flags the user set explicitly
     (only --epochs may change, to train further)."""
@@ -116,6 +120,8 @@ def _merge_saved(path, config, f):
             f"{os.path.dirname(path)} holds a {saved.get('model')} run, not {config['model']}; "
             f"use --model={saved.get('model')} to resume it or a new --workdir"
         )
+    if not _has_checkpoint(os.path.dirname(path)):
+        return config  # nothing trained yet: the new options replace the old ones
     explicit = {"dataset": f["dataset"].present, "image_size": f["image_size"].present, "seed": f["seed"].present}
     for key, present in explicit.items():
         if present and saved.get(key) != config[key]:
