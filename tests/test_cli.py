@@ -231,3 +231,15 @@ def test_exported_signatures_reject_wrong_shapes_and_dtypes(cvae_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and all(l.startswith("rejected") for l in lines), lines
+
+
+def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
+    workdir, _ = cvae_run
+    proc = run_module("train.evaluate", f"--workdir={workdir}", f"--cache_dir={tmp_path}", "--num_samples=100")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("fcd", "fcd_reference", "precision", "recall", "class_entropy", "conditional_accuracy",
+                "linear_probe_accuracy", "reconstruction_mse", "elbo"):
+        assert np.isfinite(result[key]), key
+    assert result["classifier_test_accuracy"] > 0.8
+    assert json.load(open(os.path.join(workdir, "eval.json"))) == result

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from zoo import metrics
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    x = np.random.RandomState(0).randn(500, 8)
+    assert abs(metrics.frechet_feature_distance(x, x)) < 1e-6
+
+
+def test_frechet_distance_of_two_gaussians_is_the_closed_form():
+    # N(m1, s1^2 I) vs N(m2, s2^2 I) in d dims: |m1 - m2|^2 + d (s1 - s2)^2
+    d, m1, m2, s1, s2 = 4, np.zeros(4), np.full(4, 0.5), 1.0, 2.0
+    exact = np.sum((m1 - m2) ** 2) + d * (s1 - s2) ** 2
+    got = metrics.frechet_distance(m1, s1**2 * np.eye(d), m2, s2**2 * np.eye(d))
+    assert got == pytest.approx(exact, rel=1e-6)
+    rng = np.random.RandomState(1)  # and from samples, within sampling error
+    a, b = m1 + s1 * rng.randn(20000, d), m2 + s2 * rng.randn(20000, d)
+    assert metrics.frechet_feature_distance(a, b) == pytest.approx(exact, rel=0.05)
+
+
+def test_precision_and_recall():
+    rng = np.random.RandomState(0)
+    real = rng.randn(400, 2)
+    same = rng.randn(400, 2)
+    p, r = metrics.precision_recall(real, same)
+    assert p > 0.9 and r > 0.9
+    collapsed = 0.01 * rng.randn(400, 2) + real[0]  # every sample at one real point
+    p, r = metrics.precision_recall(real, collapsed)
+    assert p > 0.9 and r < 0.1
+    far = rng.randn(400, 2) + 20.0
+    p, r = metrics.precision_recall(real, far)
+    assert p == 0.0 and r == 0.0
+
+
+def test_class_histogram_entropy():
+    hist, h = metrics.class_histogram(np.arange(1000) % 10, 10)
+    assert hist == [0.1] * 10 and h == pytest.approx(np.log(10))
+    _, h = metrics.class_histogram(np.zeros(50, int), 10)
+    assert h == 0.0
+
+
+def test_linear_probe_separates_separable_codes_and_not_noise():
+    rng = np.random.RandomState(0)
+    labels = rng.randint(0, 3, 600)
+    codes = np.eye(3)[labels] * 3 + 0.3 * rng.randn(600, 3)
+    assert metrics.linear_probe_accuracy(codes[:400], labels[:400], codes[400:], labels[400:]) > 0.95
+    noise = rng.randn(600, 3)
+    assert metrics.linear_probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.5
+
+
+def test_code_statistics_of_standard_normal_codes():
+    stats = metrics.code_statistics(np.random.RandomState(0).randn(20000, 4))
+    assert stats["code_mean_abs_max"] < 0.05 and abs(stats["code_var_mean"] - 1) < 0.05
+    assert stats["code_cov_offdiag_abs_mean"] < 0.05

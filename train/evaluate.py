@@ -1,0 +1,164 @@
+"""Evaluate a trained run: python -m train.evaluate --workdir=W
+
+Prints one JSON line (and writes W/eval.json). Sample quality is measured in
+the feature space of a small CNN classifier trained on the dataset's train
+split (pretrained Inception weights cannot be downloaded here; for digits a
+domain classifier is the standard substitute), cached per dataset:
+  fcd            Frechet classifier distance, test images vs generated images
+  fcd_reference  the same distance between test images and as many train images:
+                 the floor a perfect generator would reach
+  precision, recall (k-NN manifolds), class_histogram and its entropy,
+  conditional_accuracy for conditional models.
+Models with an encoder add linear_probe_accuracy, reconstruction_mse and code
+statistics; VAEs add elbo (nats per image, higher is better).
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import zoo  # noqa: E402,F401  (registers the model classes for load_model)
+from train import data  # noqa: E402
+from zoo import metrics  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras", required=True)
+flags.DEFINE_integer("num_samples", 500, "generated images to compare with the test split")
+flags.DEFINE_integer("seed", 0, "seed of the generated batch")
+flags.DEFINE_string("cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "genzoo"), "where classifiers are cached")
+
+
+class EvaluationError(RuntimeError):
+    pass
+
+
+def classifier(dataset, cache_dir, epochs=6, seed=0):
+    """(model returning [features, logits], its test accuracy), trained once per dataset and cached."""
+    shape = "x".join(map(str, dataset.image_shape))
+    path = os.path.join(cache_dir, f"classifier-{dataset.name}-{shape}.keras")
+    if os.path.exists(path) and os.path.exists(path + ".json"):
+        with open(path + ".json") as fh:
+            return keras.models.load_model(path), json.load(fh)["test_accuracy"]
+    keras.utils.set_random_seed(seed)
+    x = keras.Input(dataset.image_shape)
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(h)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Flatten()(h)
+    features = keras.layers.Dense(128, activation="relu", name="features")(h)
+    logits = keras.layers.Dense(dataset.num_classes, name="logits")(keras.layers.Dropout(0.3)(features))
+    model = keras.Model(x, [features, logits])
+    train = keras.Model(x, logits)
+    train.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    train.fit(dataset.train_images, dataset.train_labels, batch_size=64, epochs=epochs, verbose=0)
+    accuracy = float(train.evaluate(dataset.test_images, dataset.test_labels, verbose=0)[1])
+    os.makedirs(cache_dir, exist_ok=True)
+    model.save(path + ".tmp.keras")
+    os.replace(path + ".tmp.keras", path)
+    with open(path + ".json", "w") as fh:
+        json.dump({"test_accuracy": accuracy}, fh)
+    return model, accuracy
+
+
+def _batched(fn, *arrays, batch=250):
+    outs = [fn(*(a[i : i + batch] for a in arrays)) for i in range(0, len(arrays[0]), batch)]
+    if isinstance(outs[0], (tuple, list)):
+        return [np.concatenate([np.asarray(o[j]) for o in outs]) for j in range(len(outs[0]))]
+    return np.concatenate([np.asarray(o) for o in outs])
+
+
+def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
+    """The figures of the module docstring, as a dict."""
+    clf, clf_accuracy = classifier(dataset, cache_dir)
+    n = min(num_samples, len(dataset.test_images))
+    real = dataset.test_images[:n]
+    rng = np.random.RandomState(seed)
+    z = rng.randn(n, model.latent_dim).astype(np.float32)
+    labels = dataset.test_labels[:n] if model.conditional else None
+    if labels is not None:
+        fake = _batched(lambda a, b: model.generate(a, labels=b), z, labels)
+    else:
+        fake = _batched(model.generate, z)
+    real_f, _ = _batched(lambda a: clf(a, training=False), real)
+    fake_f, fake_logits = _batched(lambda a: clf(a, training=False), fake)
+    ref = dataset.train_images[rng.choice(len(dataset.train_images), n, replace=False)]
+    ref_f, _ = _batched(lambda a: clf(a, training=False), ref)
+    predicted = fake_logits.argmax(1)
+    precision, recall = metrics.precision_recall(real_f, fake_f)
+    histogram, entropy = metrics.class_histogram(predicted, dataset.num_classes)
+    out = {
+        "dataset": dataset.name,
+        "num_samples": n,
+        "classifier_test_accuracy": round(clf_accuracy, 4),
+        "fcd": metrics.frechet_feature_distance(real_f, fake_f),
+        "fcd_reference": metrics.frechet_feature_distance(real_f, ref_f),
+        "precision": precision,
+        "recall": recall,
+        "class_histogram": [round(p, 4) for p in histogram],
+        "class_entropy": entropy,
+    }
+    if labels is not None:
+        out["conditional_accuracy"] = float((predicted == labels).mean())
+    if hasattr(model, "encode"):
+        out.update(_encoder_figures(model, dataset))
+    if hasattr(model, "elbo_terms"):
+        rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), dataset.test_images, dataset.test_labels)
+        out["elbo"] = float(-(rec + kl).mean())
+    return out
+
+
+def _encoder_figures(model, dataset):
+    def codes(images, labels):
+        return _batched(lambda a, b: model.encode(a, labels=b), images, labels)
+
+    train_codes = codes(dataset.train_images, dataset.train_labels)
+    test_codes = codes(dataset.test_images, dataset.test_labels)
+    recon = _batched(lambda a, b: model.reconstruct(a, labels=b), dataset.test_images, dataset.test_labels)
+    return {
+        "linear_probe_accuracy": metrics.linear_probe_accuracy(
+            train_codes, dataset.train_labels, test_codes, dataset.test_labels
+        ),
+        "reconstruction_mse": float(((recon - dataset.test_images) ** 2).mean()),
+        **metrics.code_statistics(train_codes),
+    }
+
+
+def evaluate_workdir(workdir, cache_dir, num_samples=500, seed=0):
+    keras_path, config_path = os.path.join(workdir, "model.keras"), os.path.join(workdir, "config.json")
+    if not (os.path.exists(keras_path) and os.path.exists(config_path)):
+        raise EvaluationError(f"no trained model in {workdir} (model.keras or config.json missing); run train.run first")
+    with open(config_path) as fh:
+        config = json.load(fh)
+    model = keras.models.load_model(keras_path)
+    dataset = data.load(config["dataset"], config.get("image_size"))
+    result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed)}
+    with open(os.path.join(workdir, "eval.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    return result
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    try:
+        result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed)
+    except (EvaluationError, data.DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,81 @@
+"""Evaluation maths on feature arrays (numpy): Frechet distance, k-NN precision
+and recall, the linear probe, and code statistics. No models or data here:
+train/evaluate.py supplies the features."""
+
+import numpy as np
+from scipy import linalg
+
+
+def gaussian_stats(features):
+    """(mean, covariance) of the rows of `features`."""
+    features = np.asarray(features, np.float64)
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1, cov1, mu2, cov2):
+    """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)): the Frechet (2-Wasserstein)
+    distance between N(mu1, C1) and N(mu2, C2) (FID's formula, Heusel et al. 2017)."""
+    diff = np.asarray(mu1) - np.asarray(mu2)
+    covmean = linalg.sqrtm(np.asarray(cov1) @ np.asarray(cov2))
+    if not np.isfinite(covmean).all():  # singular product: nudge both, as FID does
+        eps = 1e-6 * np.eye(len(diff))
+        covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+
+
+def frechet_feature_distance(real, fake):
+    """Frechet distance between Gaussians fitted to two feature sets."""
+    return frechet_distance(*gaussian_stats(real), *gaussian_stats(fake))
+
+
+def _pairwise_sq(a, b):
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+
+
+def _knn_radii(features, k):
+    d = _pairwise_sq(features, features)
+    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+
+
+def precision_recall(real, fake, k=3):
+    """Kynkaanniemi et al. 2019: precision = share of fakes inside the k-NN
+    manifold of the reals (union of balls to each real's k-th neighbour); recall
+    = share of reals inside the k-NN manifold of the fakes."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    real_r, fake_r = _knn_radii(real, k), _knn_radii(fake, k)
+    d = _pairwise_sq(fake, real)  # [fake, real]
+    precision = float((d <= real_r[None, :]).any(axis=1).mean())
+    recall = float((d.T <= fake_r[None, :]).any(axis=1).mean())
+    return precision, recall
+
+
+def class_histogram(predicted, num_classes):
+    """Share of each predicted class and its entropy in nats (log K when uniform)."""
+    counts = np.bincount(np.asarray(predicted, np.int64), minlength=num_classes).astype(np.float64)
+    p = counts / max(counts.sum(), 1.0)
+    nz = p[p > 0]
+    return p.tolist(), float(-(nz * np.log(nz)).sum())
+
+
+def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, seed=0):
+    """Test accuracy of a logistic regression fitted on standardised train codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe.fit(np.asarray(train_codes), np.asarray(train_labels))
+    return float(probe.score(np.asarray(test_codes), np.asarray(test_labels)))
+
+
+def code_statistics(codes):
+    """How far codes are from N(0, I): |mean| max, mean variance, mean |off-diagonal covariance|."""
+    mean, cov = gaussian_stats(codes)
+    off = cov - np.diag(np.diag(cov))
+    n = len(mean)
+    return {
+        "code_mean_abs_max": float(np.abs(mean).max()),
+        "code_var_mean": float(np.diag(cov).mean()),
+        "code_cov_offdiag_abs_mean": float(np.abs(off).sum() / max(n * (n - 1), 1)),
+    }
