@@ -18,7 +18,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from train import callbacks, data, distribute  # noqa: E402
+from train import callbacks, data, distribute, precision  # noqa: E402
 
 FLAGS = flags.FLAGS
 TRAINING = ("epochs", "batch_size", "learning_rate")
@@ -34,6 +34,7 @@ flags.DEFINE_string("workdir", None, "where the run lives (default: runs/<model>
 flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
 flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
+flags.DEFINE_enum("mixed_precision", "off", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units")
 flags.DEFINE_string("export_base", None, "also export the trained model for TF Serving under this base path")
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch")
 
@@ -168,10 +169,12 @@ def train(
     strategy_name="default",
     export_base=None,
     keep_checkpoints=3,
+    mixed_precision="off",
     verbose=1,
 ):
     """Trains (or resumes) the run in `workdir`; returns the trained model."""
     keras.utils.set_random_seed(config["seed"])
+    policy = precision.apply(mixed_precision)
     try:
         dataset = data.load(config["dataset"], config["image_size"])
     except data.DatasetError as e:
@@ -183,7 +186,12 @@ def train(
     writer = distribute.is_chief(strategy)
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
     os.makedirs(out_dir, exist_ok=True)
-    config = {**config, "image_shape": list(dataset.image_shape), "num_classes": dataset.num_classes}
+    config = {
+        **config,
+        "image_shape": list(dataset.image_shape),
+        "num_classes": dataset.num_classes,
+        "dtype_policy": policy,
+    }
     if writer:
         write_json(os.path.join(out_dir, "config.json"), config)
 
@@ -268,6 +276,7 @@ def main(argv):
             strategy_name=FLAGS.strategy,
             export_base=FLAGS.export_base,
             keep_checkpoints=FLAGS.keep_checkpoints,
+            mixed_precision=FLAGS.mixed_precision,
             verbose=FLAGS.verbose,
         )
     except (RunError, callbacks.NonFiniteLoss) as e:

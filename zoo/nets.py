@@ -5,8 +5,6 @@ A conditioning or joint input (a one-hot label, BiGAN's code z) is a vector that
 each builder concatenates to the flattened features. Decoders and generators
 return raw outputs: the model decides their range (logits, tanh, ...)."""
 
-import math
-
 import keras
 from keras import layers
 
@@ -61,7 +59,7 @@ def encoder(kind, image_shape, out_dim, cond_dim=0, hidden=256, name="encoder"):
         h = layers.Flatten()(h)
         h = layers.Dense(2 * hidden, activation="relu")(_joined(h, cond))
         h = layers.Dense(hidden, activation="relu")(h)
-    out = layers.Dense(out_dim, name="out")(h)
+    out = layers.Dense(out_dim, dtype="float32", name="out")(h)
     return _model(image, cond, out, name)
 
 
@@ -79,12 +77,12 @@ def decoder(kind, in_dim, image_shape, channels_per_pixel=1, hidden=256, name="d
         h = layers.Reshape((h0, w0, 32 * 2**k))(h)
         for i in reversed(range(k)):
             h = layers.Conv2DTranspose(32 * 2**i, 4, strides=2, padding="same", activation="relu")(h)
-        out = layers.Conv2D(out_channels, 3, padding="same", name="out")(h)
+        out = layers.Conv2D(out_channels, 3, padding="same", dtype="float32", name="out")(h)
     else:
         h = layers.Dense(hidden, activation="relu")(z)
         h = layers.Dense(2 * hidden, activation="relu")(h)
-        h = layers.Dense(h_img * w_img * out_channels, name="out")(h)
-        out = layers.Reshape((h_img, w_img, out_channels))(h)
+        h = layers.Dense(h_img * w_img * out_channels, dtype="float32", name="out")(h)
+        out = layers.Reshape((h_img, w_img, out_channels), dtype="float32")(h)
     return keras.Model(z, out, name=name)
 
 
@@ -161,7 +159,3 @@ def critic(in_dim, hidden=512, name="critic"):
         h = layers.LeakyReLU(0.2)(layers.Dense(units)(h))
     out = layers.Dense(1, dtype="float32", name="logit")(h)
     return keras.Model(v, out, name=name)
-
-
-def num_pixels(image_shape):
-    return math.prod(image_shape)

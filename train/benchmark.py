@@ -1,0 +1,110 @@
+"""Measure a model: python -m train.benchmark --model=dcgan [--batch_size=256] [--vs_reference]
+
+Prints one JSON line: training images/s at steady state (after tracing, on a
+cached batch so the input pipeline is not what is measured), serving latency of
+the exported `generate` (ms per batch of 1 and of 64, loaded as TF Serving would)
+and the process's peak memory. --vs_reference also runs
+../shared/bench/ref_tf_dcgan.py (the TF tutorial's DCGAN step) in the same
+invocation and prints the ratio of the two training speeds.
+"""
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import zoo  # noqa: E402
+from train import precision  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "dcgan", f"model to measure: {', '.join(zoo.names())}")
+flags.DEFINE_integer("batch_size", 256, "training batch size")
+flags.DEFINE_integer("image_size", 28, "square image size")
+flags.DEFINE_integer("channels", 1, "image channels")
+flags.DEFINE_integer("steps", 30, "timed training steps")
+flags.DEFINE_enum("mixed_precision", "off", precision.CHOICES, "compute dtype policy")
+flags.DEFINE_bool("vs_reference", False, "also run the reference DCGAN step and print the ratio")
+flags.DEFINE_string("reference", None, "path of ref_tf_dcgan.py (default: ../shared/bench/ next to the repository)")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def training_images_per_second(model, batch_size, steps, image_shape):
+    """Images/s of model.fit's compiled train step on one cached batch."""
+    rng = np.random.RandomState(0)
+    images = rng.rand(batch_size, *image_shape).astype(np.float32)
+    labels = rng.randint(0, max(model.num_classes, 1), batch_size).astype(np.int32)
+    ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up
+    start = time.perf_counter()
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def serving_latency_ms(model, repeats=20):
+    """ms per call of the exported `generate` signature, for batches of 1 and 64."""
+    from export.saved_model import export, example_inputs
+
+    with tempfile.TemporaryDirectory() as base:
+        path = export(model, base, "bench", verify=False)
+        fn = tf.saved_model.load(path).signatures["generate"]
+        out = {}
+        for n in (1, 64):
+            inputs = {k: tf.constant(v) for k, v in example_inputs(fn, model.num_classes, n=n).items()}
+            fn(**inputs)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn(**inputs)["images"].numpy()
+            out[f"serving_ms_batch_{n}"] = 1000 * (time.perf_counter() - start) / repeats
+    return out
+
+
+def reference_images_per_second(path, batch_size, steps, bf16):
+    """Runs the reference script in a subprocess and parses its images_per_s."""
+    args = [sys.executable, path, "--batch", str(batch_size), "--steps", str(steps)] + (["--bf16"] if bf16 else [])
+    proc = subprocess.run(args, capture_output=True, text=True)
+    match = re.search(r"images_per_s=([\d.]+)", proc.stdout)
+    if not match:
+        raise RuntimeError(f"the reference printed no figure: {proc.stderr.strip().splitlines()[-1:]}")
+    return float(match.group(1))
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    policy = precision.apply(FLAGS.mixed_precision)
+    image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+    model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10)
+    model.compile(**model.compile_defaults())
+    result = {
+        "model": FLAGS.model,
+        "batch_size": FLAGS.batch_size,
+        "image_shape": list(image_shape),
+        "policy": policy,
+        "train_images_per_s": training_images_per_second(model, FLAGS.batch_size, FLAGS.steps, image_shape),
+    }
+    result.update(serving_latency_ms(model))
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if FLAGS.vs_reference:
+        ref = FLAGS.reference or os.path.join(os.path.dirname(ROOT), "shared", "bench", "ref_tf_dcgan.py")
+        if not os.path.exists(ref):
+            print(f"error: no reference at {ref}; pass --reference=PATH", file=sys.stderr)
+            sys.exit(2)
+        result["reference_images_per_s"] = reference_images_per_second(ref, FLAGS.batch_size, FLAGS.steps, bf16=False)
+        result["ratio_vs_reference"] = result["train_images_per_s"] / result["reference_images_per_s"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
