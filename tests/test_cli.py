@@ -239,7 +239,8 @@ def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("fcd", "fcd_reference", "precision", "recall", "class_entropy", "conditional_accuracy",
-                "linear_probe_accuracy", "reconstruction_mse", "elbo"):
+                "linear_probe_accuracy", "reconstruction_mse", "elbo", "iwae"):
         assert np.isfinite(result[key]), key
     assert result["classifier_test_accuracy"] > 0.8
+    assert result["iwae"] >= result["elbo"] - 0.5
     assert json.load(open(os.path.join(workdir, "eval.json"))) == result

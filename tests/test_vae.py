@@ -125,3 +125,43 @@ def test_nets_take_every_dataset_shape(shape, net):
     x = np.random.rand(2, *shape).astype(np.float32)
     assert model.reconstruct(x, labels=[1, 2]).shape == (2, *shape)
     assert model.generate(2, labels=[1, 2]).shape == (2, *shape)
+
+
+def test_iwae_bound_converges_to_the_exact_log_likelihood_of_a_linear_gaussian_model():
+    # p(z) = N(0, I), p(x|z) = N(W z + b, s^2 I)  =>  p(x) = N(b, W W^T + s^2 I) exactly.
+    tfd = distributions.tfd
+    rng = np.random.RandomState(0)
+    w = rng.randn(5, 2).astype(np.float32)
+    b = rng.randn(5).astype(np.float32)
+    s = 0.5
+    x = rng.randn(4, 5).astype(np.float32)
+    exact = tfd.MultivariateNormalFullCovariance(b, w @ w.T + s**2 * np.eye(5, dtype=np.float32)).log_prob(x).numpy()
+    # q(z|x): the exact posterior's mean, a too-wide scale (so the bound is loose at K=1)
+    prec = np.eye(2) + w.T @ w / s**2
+    mean = ((x - b) @ w / s**2) @ np.linalg.inv(prec).T
+    q = tfd.MultivariateNormalDiag(mean.astype(np.float32), np.full((4, 2), 1.5, np.float32))
+
+    def log_joint(z):
+        return (tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2)).log_prob(z)
+                + tfd.MultivariateNormalDiag(tf.einsum("ij,kbj->kbi", w, z) + b, s * tf.ones(5)).log_prob(x))
+
+    bounds = [np.mean([distributions.importance_weighted_bound(q, log_joint, k, seed=[i, k]).numpy()
+                       for i in range(20)], axis=0) for k in (1, 10, 100, 5000)]
+    gaps = [float(np.mean(exact - bnd)) for bnd in bounds]
+    assert all(g >= -0.02 for g in gaps), gaps  # a lower bound (within Monte Carlo error)
+    assert gaps[0] > gaps[1] > gaps[2] > gaps[3], gaps  # tighter as K grows
+    assert gaps[3] < 0.05 and gaps[0] > 0.5, gaps  # and converging to log p(x)
+
+
+def test_vae_iwae_bound_is_non_decreasing_in_k(digits):
+    keras.utils.set_random_seed(4)
+    model = zoo.build("vae", image_shape=digits.image_shape, latent_dim=4, net="mlp")
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    model.fit(data.pipeline(digits.train_images, digits.train_labels, 64).repeat(), epochs=1,
+              steps_per_epoch=100, verbose=0)
+    x = digits.test_images[:50]
+    bounds = [float(np.mean([model.iwae_bound(x, k=k, seed=[i, k]).numpy().mean() for i in range(5)]))
+              for k in (1, 8, 64)]
+    elbo = -float(np.mean([tf.add_n(model.elbo_terms(x, seed=[i, 9])).numpy().mean() for i in range(20)]))
+    assert abs(bounds[0] - elbo) < 0.5, (bounds[0], elbo)  # K = 1 is the ELBO
+    assert bounds[0] < bounds[1] < bounds[2], bounds

@@ -10,7 +10,8 @@ domain classifier is the standard substitute), cached per dataset:
   precision, recall (k-NN manifolds), class_histogram and its entropy,
   conditional_accuracy for conditional models.
 Models with an encoder add linear_probe_accuracy, reconstruction_mse and code
-statistics; VAEs add elbo (nats per image, higher is better).
+statistics; VAEs add elbo and iwae (the K=64 importance-weighted bound on
+log p(x)), in nats per image, higher is better.
 """
 
 import json
@@ -34,6 +35,9 @@ flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras", 
 flags.DEFINE_integer("num_samples", 500, "generated images to compare with the test split")
 flags.DEFINE_integer("seed", 0, "seed of the generated batch")
 flags.DEFINE_string("cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "genzoo"), "where classifiers are cached")
+
+
+IWAE_K = 64
 
 
 class EvaluationError(RuntimeError):
@@ -117,6 +121,10 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
     if hasattr(model, "elbo_terms"):
         rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), dataset.test_images, dataset.test_labels)
         out["elbo"] = float(-(rec + kl).mean())
+    if hasattr(model, "iwae_bound"):
+        seed = tf.constant([seed, 1])
+        bound = _batched(lambda a, b: model.iwae_bound(a, b, k=IWAE_K, seed=seed), dataset.test_images, dataset.test_labels, batch=50)
+        out["iwae"], out["iwae_k"] = float(bound.mean()), IWAE_K
     return out
 
 

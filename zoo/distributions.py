@@ -48,3 +48,15 @@ def likelihood_mean(outputs):
     """E[x|z] in [0, 1], the image a decoder shows for z: sigmoid(outputs) for
     both likelihoods (the Bernoulli mean of logits, the squashed Gaussian mean)."""
     return tf.sigmoid(outputs)
+
+
+def importance_weighted_bound(posterior, log_joint, k, seed=None):
+    """The IWAE bound (Burda et al. 2016) per example, in nats:
+
+        log p(x) >= E[log 1/K sum_k p(x, z_k) / q(z_k|x)],  z_k ~ q(z|x),
+
+    equal to the ELBO for K = 1, non-decreasing in K and tending to log p(x).
+    `log_joint(z)` maps samples [K, B, J] to log p(x, z) [K, B]."""
+    z = posterior.sample(k, seed=seed)
+    log_w = log_joint(z) - posterior.log_prob(z)
+    return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(k, log_w.dtype))

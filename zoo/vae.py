@@ -81,6 +81,22 @@ class VAE(base.ZooModel):
         kl = distributions.kl_to_prior(q, self.prior())
         return reconstruction, kl
 
+    def iwae_bound(self, images, labels=None, k=64, seed=None):
+        """log p(x) estimated by importance sampling with K draws from q(z|x)
+        (distributions.importance_weighted_bound), per example in nats; K = 1 is the ELBO."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        q = self.posterior(images, labels)
+        batch = tf.shape(images)[0]
+
+        def log_joint(z):  # z [K, B, J] -> log p(x|z) + log p(z) [K, B]
+            flat = tf.reshape(z, [-1, self.latent_dim])
+            tiled = tf.tile(images, [k, 1, 1, 1])
+            tiled_labels = tf.tile(labels, [k]) if self.conditional else None
+            log_px = tf.reshape(self.likelihood(flat, tiled_labels).log_prob(tiled), [k, batch])
+            return log_px + self.prior().log_prob(z)
+
+        return distributions.importance_weighted_bound(q, log_joint, k, seed=seed)
+
     # -- what the model can do -----------------------------------------------
     def encode(self, images, labels=None):
         return self.posterior(images, labels).mean()
