@@ -4,6 +4,7 @@
 """
 
 from zoo.autoencoder import AE
+from zoo.gan import CGAN, DCGAN, GAN
 from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
 
@@ -21,4 +22,4 @@ def default_config(name):
     return dataclasses.asdict(get(name).Config())
 
 
-__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE"]
+__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "GAN", "DCGAN", "CGAN"]

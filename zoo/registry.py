@@ -1,12 +1,16 @@
 """The one list of the zoo: model name -> model class (whose Config holds the defaults)."""
 
 from zoo.autoencoder import AE
+from zoo.gan import CGAN, DCGAN, GAN
 from zoo.vae import CVAE, VAE
 
 MODELS = {
     "ae": AE,
     "vae": VAE,
     "cvae": CVAE,
+    "gan": GAN,
+    "dcgan": DCGAN,
+    "cgan": CGAN,
 }
 
 

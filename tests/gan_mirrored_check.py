@@ -1,0 +1,90 @@
+"""Run by tests/test_gan.py in a fresh process (logical devices must be set up
+before TensorFlow initialises): for each GAN model, two train steps on a global
+batch under tf.distribute.MirroredStrategy over 2 logical CPU devices, and the
+same two steps on one device; prints one JSON line {model: max |w_1 - w_2|}.
+Cases named on the command line run instead (tests/test_aae.py and
+tests/test_bigan.py run those of OTHER_CASES); every optimizer the model's
+compile_defaults names becomes SGD.
+
+SGD, not Adam: Adam's first steps are ~lr * sign(g), blind to the gradient's
+scale, so they would hide a loss averaged over the per-replica batch."""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+import keras  # noqa: E402
+
+import zoo  # noqa: E402
+
+SHAPE, CLASSES, BATCH, STEPS = (8, 8, 1), 3, 8, 2
+CASES = {
+    "gan": dict(latent_dim=8, d_dropout=0.0, d_steps=2),
+    "dcgan": dict(latent_dim=8, d_dropout=0.0),
+    "cgan": dict(latent_dim=8, d_dropout=0.0),
+}
+# Other models with several optimizers: case -> (model name, config). Fed
+# (images, labels) batches, as train.run feeds every model.
+OTHER_CASES = {
+    "aae": ("aae", dict(latent_dim=4)),
+    "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
+    "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),
+    "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp")),
+}
+
+
+def case(name):
+    """(model name, config) of a case."""
+    return OTHER_CASES[name] if name in OTHER_CASES else (name, CASES[name])
+
+
+def dataset(conditional):
+    rng = np.random.default_rng(0)
+    images = rng.random((BATCH * STEPS, *SHAPE), dtype=np.float32)
+    labels = rng.integers(0, CLASSES, BATCH * STEPS).astype(np.int32)
+    data = (images, labels) if conditional else images
+    return tf.data.Dataset.from_tensor_slices(data).batch(BATCH, drop_remainder=True)
+
+
+def trained(name, strategy, initial):
+    with strategy.scope():
+        model_name, config = case(name)
+        model = zoo.build(model_name, image_shape=SHAPE, num_classes=CLASSES, seed=3, **config)
+        model.set_weights(initial)
+        model.compile(**{key: keras.optimizers.SGD(0.1) for key in model.compile_defaults()})
+    model.fit(dataset(model.conditional or name in OTHER_CASES), epochs=1, verbose=0)
+    return model.get_weights()
+
+
+def main(names):
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) == 2, devices
+    mirrored = tf.distribute.MirroredStrategy(devices)
+    assert mirrored.num_replicas_in_sync == 2
+    result = {}
+    for name in names:
+        keras.utils.set_random_seed(0)
+        model_name, config = case(name)
+        initial = zoo.build(model_name, image_shape=SHAPE, num_classes=CLASSES, **config).get_weights()
+        one = trained(name, tf.distribute.get_strategy(), initial)
+        two = trained(name, mirrored, initial)
+        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(one, initial))
+        result[name] = {
+            "max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one, two)),
+            "moved": moved,
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(CASES))

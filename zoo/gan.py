@@ -1,0 +1,345 @@
+"""The GAN family: Goodfellow et al.'s minimax game (GAN, MLP nets), the DCGAN
+of the TensorFlow tutorial (conv nets) and the conditional GAN (Mirza and
+Osindero: the one-hot label joins z in G and the image features in D).
+
+One train step is Algorithm 1 of Goodfellow et al. (2014):
+
+    for k = d_steps times:   # same real batch, fresh noise z every time
+        update D by descending   mean_i d_loss(D(x_i), D(G(z_i)))
+    update G by descending       mean_i g_loss(D(G(z_i)))    # fresh z again
+
+with (d_loss, g_loss) one of the pairs of `zoo.losses` (`loss` option; the
+default `non_saturating` is D: -log D(x) - log(1 - D(G(z))), G: -log D(G(z))).
+G is fixed while D steps and D is fixed while G steps; the G step sees the D
+just updated.
+
+Images are float32 in [0, 1] outside the model; G ends in tanh, so D reads
+x * 2 - 1 and `generate` returns (G(z) + 1) / 2.
+
+Distributed training: every loss is a sum over this replica's examples divided
+by the global batch (base.global_mean) and Keras sums gradients over replicas;
+the noise of a step is one stateless draw for the global batch, sliced per
+replica (base.replica_normal), seeded by (model seed, optimizer iterations,
+stream); G's batch norm is synchronized. So N replicas on a global batch make
+the update that one device makes on it (tests/test_gan.py proves it).
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from zoo import base, losses, nets
+from zoo.base import option
+
+# Random streams of base.step_seed (distinct noise for each use in a step).
+D_NOISE, G_NOISE, GP_MIX, EVAL_NOISE = 0, 1, 2, 3
+
+
+@dataclasses.dataclass
+class GANConfig:
+    latent_dim: int = option(64, "size of the generator's noise z ~ N(0, I)")
+    net: str = option("mlp", "generator/discriminator architecture", nets.KINDS)
+    loss: str = option("non_saturating", "adversarial loss pair (see zoo/losses.py)", tuple(losses.LOSSES))
+    d_steps: int = option(1, "discriminator updates per generator update (k of Algorithm 1)")
+    real_target: float = option(
+        0.9, "discriminator's target for real images; < 1 is one-sided label smoothing, 1 none"
+    )
+    d_dropout: float = option(0.3, "dropout rate in the discriminator (0 for none)")
+    gp_weight: float = option(10.0, "gradient-penalty weight (loss=wasserstein_gp only)")
+
+
+@dataclasses.dataclass
+class DCGANConfig(GANConfig):
+    latent_dim: int = option(100, "size of the generator's noise z ~ N(0, I)")
+    net: str = option("conv", "generator/discriminator architecture", nets.KINDS)
+    real_target: float = option(
+        1.0, "discriminator's target for real images; < 1 is one-sided label smoothing, 1 none"
+    )
+
+
+def default_optimizer(loss="non_saturating", learning_rate=None):
+    """Adam(2e-4, beta_1=0.5) of Radford et al. (DCGAN); for wasserstein_gp the
+    Adam(1e-4, beta_1=0, beta_2=0.9) of Gulrajani et al."""
+    if loss == "wasserstein_gp":
+        return keras.optimizers.Adam(learning_rate or 1e-4, beta_1=0.0, beta_2=0.9)
+    return keras.optimizers.Adam(learning_rate or 2e-4, beta_1=0.5)
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class GAN(base.ZooModel):
+    """G: z ~ N(0, I) -> x = G(z) in [-1, 1]; D: x -> logit, D(x) = sigmoid(logit).
+
+    D minimises  d_loss = -[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z)))
+    (t = real_target; t = 1 is -V(G, D) of Goodfellow et al.; the default
+    t = 0.9 of gan and cgan is the one-sided label smoothing of Salimans et al.
+    2016, which gave clearer MLP digits; dcgan keeps the tutorial's t = 1), G minimises
+    -log D(G(z)) (non_saturating), log(1 - D(G(z))) (minimax), or the
+    least-squares / Wasserstein(-GP) pair, per `loss`.
+
+    Two optimizers: compile(d_optimizer=..., g_optimizer=...), both
+    `default_optimizer(loss)` when not given. `model.optimizer` is the generator's,
+    so its `iterations` counts train steps (what TensorBoard and learning-rate
+    callbacks see); `d_optimizer.iterations` counts d_steps times as many.
+
+    `call(z)` (or `call((z, labels))` for the CGAN) returns generated images
+    in [0, 1], like `generate(z)`; `discriminate(images)` returns D(x).
+
+    Metrics: d_loss, g_loss (per-example losses of the last D and the G update
+    of the step), d_real = mean D(x), d_fake = mean D(G(z)) (for wasserstein_gp
+    the sigmoid of critic scores, which are not probabilities)."""
+
+    Config = GANConfig
+    tracked = ("d_loss", "g_loss", "d_real", "d_fake")
+    signature_names = ("generate", "discriminate")
+
+    def __init__(self, image_shape, num_classes=0, **kwargs):
+        super().__init__(image_shape, num_classes, **kwargs)
+        c = self.config
+        if int(c.d_steps) != c.d_steps or c.d_steps < 1:
+            raise ValueError(f"d_steps must be an integer >= 1, got {c.d_steps!r}")
+        if not 0.0 < c.real_target <= 1.0:
+            raise ValueError(f"real_target must be in (0, 1], got {c.real_target!r}")
+        if not 0.0 <= c.d_dropout < 1.0:
+            raise ValueError(f"d_dropout must be in [0, 1), got {c.d_dropout!r}")
+        self.d_loss_fn, self.g_loss_fn = losses.get(c.loss)
+        cond = self.num_classes if self.conditional else 0
+        self.generator = nets.generator(c.net, self.latent_dim + cond, self.image_shape)
+        self.discriminator = nets.discriminator(
+            c.net, self.image_shape, cond_dim=cond, dropout=c.d_dropout
+        )
+        self.d_optimizer = None
+        self.g_optimizer = None
+        self.built = True
+
+    # -- optimizers ------------------------------------------------------------
+    def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
+        """Stores the discriminator's and the generator's optimizers (default:
+        `default_optimizer`) and builds their variables; other keyword arguments
+        (run_eagerly, jit_compile, steps_per_execution) go to keras.Model.compile."""
+        if kwargs.get("optimizer") is not None:
+            raise ValueError(
+                f"{type(self).__name__} has two optimizers: pass d_optimizer= and g_optimizer= "
+                f"instead of optimizer="
+            )
+        kwargs.pop("optimizer", None)
+        d_optimizer = keras.optimizers.get(d_optimizer) or default_optimizer(self.config.loss)
+        g_optimizer = keras.optimizers.get(g_optimizer) or default_optimizer(self.config.loss)
+        if d_optimizer is g_optimizer:
+            raise ValueError("d_optimizer and g_optimizer must be two optimizer objects")
+        if self.dtype_policy.name == "mixed_float16":
+            d_optimizer, g_optimizer = (
+                opt if isinstance(opt, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(opt)
+                for opt in (d_optimizer, g_optimizer)
+            )
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        # model.optimizer is G's: its iterations count train steps.
+        super().compile(optimizer=g_optimizer, auto_scale_loss=False, **kwargs)
+        self._compile_kwargs = dict(kwargs)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    def get_compile_config(self):
+        if not self.compiled or self.d_optimizer is None:
+            return {}
+        return {
+            "d_optimizer": keras.optimizers.serialize(self.d_optimizer),
+            "g_optimizer": keras.optimizers.serialize(self.g_optimizer),
+            **getattr(self, "_compile_kwargs", {}),
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for key in ("d_optimizer", "g_optimizer"):
+            if config.get(key) is not None:
+                config[key] = keras.optimizers.deserialize(config[key])
+        self.compile(**config)
+
+    def compile_defaults(self, learning_rate=None):
+        """compile() kwargs that train.run uses: two Adam(2e-4, beta_1=0.5), the
+        DCGAN paper's (WGAN-GP: Adam(1e-4, 0, 0.9)); learning_rate overrides both."""
+        return {
+            "d_optimizer": default_optimizer(self.config.loss, learning_rate),
+            "g_optimizer": default_optimizer(self.config.loss, learning_rate),
+        }
+
+    def optimizer_list(self):
+        return [self.d_optimizer, self.g_optimizer]
+
+    def _require_compiled(self):
+        if self.d_optimizer is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not compiled: call compile(d_optimizer=..., g_optimizer=...)"
+            )
+
+    # -- the networks at the [0, 1] edge ------------------------------------
+    def condition(self, labels):
+        """The one-hot label vector (CGAN) or None."""
+        if not self.conditional:
+            return None
+        return self.one_hot(self.require_labels(labels))
+
+    def _fake(self, z, cond, training):
+        """G(z) (G([z, y]) for the CGAN) in [-1, 1]."""
+        if cond is not None:
+            z = tf.concat([z, cond], axis=-1)
+        return self.generator(z, training=training)
+
+    def _logits(self, x, cond, training):
+        """D's logits [B] of x in [-1, 1]."""
+        logits = self.discriminator([x, cond] if cond is not None else x, training=training)
+        return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+    def _seed(self, optimizer, stream, offset=0):
+        step = tf.cast(optimizer.iterations, tf.int64) + offset
+        return base.step_seed(self.seed, step, stream)
+
+    # -- what the model can do -----------------------------------------------
+    def generate(self, n_or_z, labels=None, seed=None):
+        """Images (G(z) + 1) / 2 in [0, 1] from z ~ N(0, I): `n` new draws, or the given z."""
+        z = self.noise(n_or_z, seed)
+        cond = None
+        if self.conditional:
+            # cast first: base.as_labels cannot convert int64 tensors (e.g. from predict)
+            labels = tf.cast(self.require_labels(labels), tf.int32)
+            cond = self.one_hot(self.as_labels(labels, tf.shape(z)[0]))
+        return (self._fake(z, cond, training=False) + 1.0) / 2.0
+
+    def discriminate(self, images, labels=None):
+        """D(x) = sigmoid(logit) [B] for images in [0, 1] (CGAN: D(x | y))."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        cond = self.condition(labels)
+        return tf.sigmoid(self._logits(images * 2.0 - 1.0, cond, training=False))
+
+    def call(self, inputs, training=False):
+        """z -> generated images in [0, 1]; the CGAN takes (z, labels)."""
+        if self.conditional:
+            z, labels = inputs
+            return self.generate(tf.convert_to_tensor(z, tf.float32), labels)
+        z = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
+        return self.generate(tf.convert_to_tensor(z, tf.float32))
+
+    # -- the game ----------------------------------------------------------------
+    def adversarial_losses(self, images, labels=None, z=None, seed=None, training=False):
+        """Per-example {d_loss, g_loss, d_real, d_fake} on real images in [0, 1]
+        and fakes G(z) (z drawn from `seed`, replica-sliced, when not given).
+        No update; d_loss has no gradient penalty."""
+        images = tf.cast(images, tf.float32)
+        cond = self.condition(labels)
+        if z is None:
+            z = base.replica_normal(tf.shape(images)[0], self.latent_dim, seed)
+        fake = self._fake(z, cond, training)
+        real_logits = self._logits(images * 2.0 - 1.0, cond, training)
+        fake_logits = self._logits(fake, cond, training)
+        return {
+            "d_loss": self.d_loss_fn(real_logits, fake_logits, self.config.real_target),
+            "g_loss": self.g_loss_fn(fake_logits),
+            "d_real": tf.sigmoid(real_logits),
+            "d_fake": tf.sigmoid(fake_logits),
+        }
+
+    def discriminator_step(self, images, labels=None, seed=None):
+        """One update of D on real images (in [0, 1]) and as many fakes G(z), G
+        fixed; z from `seed` (default: from d_optimizer.iterations). Returns the
+        per-example {d_loss, d_real, d_fake} before the update."""
+        self._require_compiled()
+        images = tf.cast(images, tf.float32)
+        if seed is None:
+            seed = self._seed(self.d_optimizer, D_NOISE)
+        cond = self.condition(labels)
+        batch = tf.shape(images)[0]
+        z = base.replica_normal(batch, self.latent_dim, seed)
+        # G is fixed here, but in training mode: its (synchronized) batch norm
+        # normalises with batch statistics, as in the G step.
+        fake = tf.stop_gradient(self._fake(z, cond, training=True))
+        real = images * 2.0 - 1.0
+        variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            # One D pass over real and fake together (D has no batch norm, so
+            # this equals two passes; it is faster).
+            both = tf.concat([real, fake], axis=0)
+            both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
+            real_logits, fake_logits = tf.split(self._logits(both, both_cond, True), 2)
+            per_example = self.d_loss_fn(real_logits, fake_logits, self.config.real_target)
+            if self.config.loss == "wasserstein_gp":
+                mix_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, GP_MIX))
+                per_example += losses.gradient_penalty(
+                    lambda x: self._logits(x, cond, True),
+                    real,
+                    fake,
+                    mix_seed,
+                    weight=self.config.gp_weight,
+                )
+            loss = self.d_optimizer.scale_loss(base.global_mean(per_example))
+        self.d_optimizer.apply(tape.gradient(loss, variables), variables)
+        return {"d_loss": per_example, "d_real": tf.sigmoid(real_logits), "d_fake": tf.sigmoid(fake_logits)}
+
+    def generator_step(self, batch_size=None, labels=None, seed=None):
+        """One update of G on `batch_size` fresh fakes (CGAN: one per label), D
+        fixed; z from `seed` (default: from g_optimizer.iterations). Returns the
+        per-example g_loss before the update."""
+        self._require_compiled()
+        if seed is None:
+            seed = self._seed(self.g_optimizer, G_NOISE)
+        cond = self.condition(labels)
+        if batch_size is None:
+            if cond is None:
+                raise ValueError("generator_step needs batch_size (or labels)")
+            batch_size = tf.shape(cond)[0]
+        z = base.replica_normal(batch_size, self.latent_dim, seed)
+        variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            fake_logits = self._logits(self._fake(z, cond, True), cond, True)
+            per_example = self.g_loss_fn(fake_logits)
+            loss = self.g_optimizer.scale_loss(base.global_mean(per_example))
+        self.g_optimizer.apply(tape.gradient(loss, variables), variables)
+        return per_example
+
+    def train_step(self, data):
+        """Algorithm 1: d_steps D updates on this real batch, each with fresh
+        noise (seeded by d_optimizer.iterations), then one G update on a fresh
+        batch of as many fakes (seeded by g_optimizer.iterations)."""
+        images, labels = base.unpack(data)
+        if self.conditional:
+            self.require_labels(labels)
+        d_start = tf.cast(self.d_optimizer.iterations, tf.int64)
+        for k in range(int(self.config.d_steps)):
+            seed = base.step_seed(self.seed, d_start + k, D_NOISE)
+            d = self.discriminator_step(images, labels, seed=seed)
+        g_loss = self.generator_step(tf.shape(images)[0], labels)
+        return self.track(d_loss=d["d_loss"], g_loss=g_loss, d_real=d["d_real"], d_fake=d["d_fake"])
+
+    def test_step(self, data):
+        """The losses with fixed noise (same for every evaluation), no update."""
+        images, labels = base.unpack(data)
+        seed = base.step_seed(self.seed, 0, EVAL_NOISE)
+        return self.track(**self.adversarial_losses(images, labels, seed=seed))
+
+    # -- serving ---------------------------------------------------------------
+    def _serve_discriminate(self):
+        if self.conditional:
+            return (lambda images, labels: {"probability": self.discriminate(images, labels)}), (
+                "images",
+                "labels",
+            )
+        return (lambda images: {"probability": self.discriminate(images)}), ("images",)
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class DCGAN(GAN):
+    """The GAN with the TensorFlow tutorial's DCGAN nets (nets.generator/
+    discriminator "conv"; for 28x28x1: Dense 7*7*256 -> ConvT 128 -> 64 -> 1
+    tanh with BN + LeakyReLU; D Conv 64 s2 -> 128 s2 -> Dense 1 with dropout),
+    latent_dim 100."""
+
+    Config = DCGANConfig
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class CGAN(GAN):
+    """The conditional GAN (Mirza and Osindero 2014): G([z, y]) and D(x, y) with
+    y one-hot; the same game on pairs (x, y) of the data. Train on a dataset of
+    (images, labels); generate(n, labels=y) draws class y."""
+
+    conditional = True
