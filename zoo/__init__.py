@@ -3,7 +3,9 @@
     model = zoo.build("vae", image_shape=(28, 28, 1), latent_dim=16)
 """
 
+from zoo.aae import AAE
 from zoo.autoencoder import AE
+from zoo.bigan import BiGAN
 from zoo.gan import CGAN, DCGAN, GAN
 from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
@@ -22,4 +24,4 @@ def default_config(name):
     return dataclasses.asdict(get(name).Config())
 
 
-__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "GAN", "DCGAN", "CGAN"]
+__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN"]

@@ -1,6 +1,8 @@
 """The one list of the zoo: model name -> model class (whose Config holds the defaults)."""
 
+from zoo.aae import AAE
 from zoo.autoencoder import AE
+from zoo.bigan import BiGAN
 from zoo.gan import CGAN, DCGAN, GAN
 from zoo.vae import CVAE, VAE
 
@@ -8,6 +10,8 @@ MODELS = {
     "ae": AE,
     "vae": VAE,
     "cvae": CVAE,
+    "aae": AAE,
+    "bigan": BiGAN,
     "gan": GAN,
     "dcgan": DCGAN,
     "cgan": CGAN,

@@ -1,0 +1,376 @@
+"""The adversarial autoencoder (Makhzani et al. 2015, "Adversarial Autoencoders").
+
+A deterministic autoencoder x -> z = Q(x) -> P(z) whose codes are pushed towards
+a prior p(z) by a latent discriminator D instead of a KL term: D tells prior
+samples z ~ p(z) ("real") from codes Q(x) ("fake"), and Q, as the generator of
+that game, learns to fool it. Every train step makes three updates, in the
+paper's order (a reconstruction phase, then a regularisation phase):
+
+1. reconstruction, Q and P (ae_optimizer):
+       sum_pixels -[x log x' + (1 - x) log(1 - x')],  x' = sigmoid(P(Q(x)))
+2. discriminator, D (d_optimizer):   d_loss(D(z_prior), D(Q(x)))
+3. generator, Q (g_optimizer):       g_loss(D(Q(x)))
+
+with (d_loss, g_loss) the pair `losses.get(config.loss)` (non-saturating by
+default: -log D(z_prior) - log(1 - D(Q(x))) and -log D(Q(x))).
+
+Priors:
+- normal: p(z) = N(0, I).
+- gmm: p(z) = 1/K sum_k N(mu_k, gmm_std^2 I), K = num_classes (10 when the
+  model has no classes), mu_k = gmm_radius (cos 2 pi k / K, sin 2 pi k / K,
+  0, ..., 0): K well-separated Gaussians on a ring in the first two latent
+  dimensions, like the paper's 2-D mixture of 10 Gaussians (needs latent_dim >= 2).
+  With use_labels (Makhzani et al., section 2.3, the supervised variant) D also
+  sees a one-hot of the label with an extra "unlabelled" slot: the prior sample
+  of an example labelled y is drawn from component y and shown with y, the code
+  Q(x) is shown with y too, so D forces class y into component y. Examples
+  without a label (a dataset without labels, or label -1) are shown with the
+  unlabelled slot and prior samples from the whole mixture.
+
+Tracked: reconstruction (nats per image), d_loss, g_loss, and d_prior / d_code,
+the mean sigmoid of D on prior samples and on codes (D's probabilities for the
+sigmoid losses; only a trend for least_squares and wasserstein_gp).
+
+Under tf.distribute every loss is averaged over the global batch
+(base.global_mean), and a step's prior noise and component draws are each
+replica's slice of one global draw seeded by (seed, d_optimizer.iterations,
+stream), so N replicas make exactly the update one device makes on the global
+batch. (Only wasserstein_gp's interpolation weights are drawn per replica,
+base.replica_seed: the same distribution, not the same numbers.)
+
+Learning rates: the latent game runs at GAME_LR_RATIO (1/5) of the
+reconstruction's rate (compile_defaults).
+"""
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from zoo import base, losses, nets
+from zoo.base import option
+
+PRIORS = ("normal", "gmm")
+
+# Random streams of one train step (base.step_seed).
+_PRIOR_NOISE, _PRIOR_COMPONENT, _PENALTY = 1, 2, 3
+_EVAL = 10  # offset of the streams that test_step uses
+
+GAME_LR_RATIO = 0.2  # learning rate of the latent game / that of the reconstruction
+
+
+@dataclasses.dataclass
+class AAEConfig:
+    latent_dim: int = option(8, "size of the code z")
+    net: str = option("conv", "encoder/decoder architecture", nets.KINDS)
+    prior: str = option("normal", "prior p(z) the codes are matched to", PRIORS)
+    loss: str = option("non_saturating", "adversarial loss of the latent game", tuple(losses.LOSSES))
+    gmm_radius: float = option(4.0, "gmm prior: radius of the ring of component means")
+    gmm_std: float = option(0.5, "gmm prior: standard deviation of every component")
+    use_labels: bool = option(
+        False, "gmm prior: draw labelled examples' prior samples from their class's component, "
+        "and show D the label (the supervised AAE)"
+    )
+
+
+def replica_randint(batch_size, maxval, seed):
+    """Uniform ints in [0, maxval) [batch_size] for this replica, cut from one
+    global draw exactly as base.replica_normal cuts its noise (N replicas
+    together use the draws one device would use for the global batch)."""
+    ctx = tf.distribute.get_replica_context()
+    n = base.num_replicas()
+    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+    draws = tf.random.stateless_uniform([batch_size * n], seed, minval=0, maxval=maxval, dtype=tf.int32)
+    return draws[replica * batch_size : (replica + 1) * batch_size]
+
+
+class MultiOptimizer:
+    """Compile plumbing of a model with several optimizers (mixed into AAE and
+    BiGAN). The model names them in `optimizer_names` (the first one becomes
+    Keras' `model.optimizer`, whose iterations count train steps), maps each to
+    its variables in `optimizer_variables()` and gives the defaults in
+    `compile_defaults()`; its compile(...) calls compile_optimizers. Every
+    optimizer is an attribute of the model, so .keras files and
+    tf.train.Checkpoint(model) hold their state. Under the mixed_float16 policy
+    each is wrapped in a LossScaleOptimizer: the model's steps take gradients of
+    optimizer.scale_loss(loss), which optimizer.apply unscales."""
+
+    optimizer_names = ()
+
+    def compile_optimizers(self, given, **kwargs):
+        """Sets each named optimizer (given, or the default where None), builds it
+        on its variables and runs Keras' compile."""
+        defaults = None
+        for name in self.optimizer_names:
+            optimizer = given.get(name)
+            if optimizer is None:
+                defaults = defaults or self.compile_defaults()
+                optimizer = defaults[name]
+            optimizer = keras.optimizers.get(optimizer)
+            if self.dtype_policy.name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            setattr(self, name, optimizer)
+        if "optimizer" in kwargs:
+            raise TypeError(
+                f"{type(self).__name__}.compile takes {', '.join(self.optimizer_names)}, not optimizer="
+            )
+        kwargs.setdefault("auto_scale_loss", False)  # the steps scale their own losses
+        keras.Model.compile(self, optimizer=getattr(self, self.optimizer_names[0]), **kwargs)
+        variables = self.optimizer_variables()
+        for name in self.optimizer_names:
+            getattr(self, name).build(variables[name])
+
+    def get_compile_config(self):
+        """Keras' compile config with every optimizer serialized under its own name."""
+        config = keras.Model.get_compile_config(self)
+        if not config:
+            return config
+        config.pop("optimizer", None)
+        for name in self.optimizer_names:
+            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def optimizer_list(self):
+        """Every optimizer this model steps (train.run checkpoints them)."""
+        return [getattr(self, name) for name in self.optimizer_names]
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class AAE(MultiOptimizer, base.ZooModel):
+    """Adversarial autoencoder; see the module docstring for the objective.
+
+    compile(ae_optimizer, d_optimizer, g_optimizer): Adam by default (see
+    compile_defaults). generate(n or z, labels=None) decodes prior samples;
+    discriminate(z) is D's probability that z is a prior sample."""
+
+    Config = AAEConfig
+    tracked = ("reconstruction", "d_loss", "g_loss", "d_prior", "d_code")
+    signature_names = ("generate", "encode", "decode", "reconstruct", "discriminate")
+    optimizer_names = ("ae_optimizer", "d_optimizer", "g_optimizer")
+    training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
+
+    def __init__(self, image_shape, num_classes=0, **kwargs):
+        super().__init__(image_shape, num_classes, **kwargs)
+        c = self.config
+        if c.prior == "gmm" and self.latent_dim < 2:
+            raise ValueError("prior='gmm' places its components in 2 latent dimensions: latent_dim must be >= 2")
+        if c.use_labels and c.prior != "gmm":
+            raise ValueError("use_labels needs prior='gmm' (it picks the prior component of each label)")
+        self.components = self.num_classes if self.num_classes >= 2 else 10
+        self.label_slots = self.components + 1 if c.use_labels else 0  # + the "unlabelled" slot
+        self.d_loss_fn, self.g_loss_fn = losses.get(c.loss)
+        self.encoder = nets.encoder(c.net, self.image_shape, self.latent_dim)
+        self.decoder = nets.decoder(c.net, self.latent_dim, self.image_shape)
+        self.critic = nets.critic(self.latent_dim + self.label_slots)
+        self.built = True
+
+    # -- the prior -------------------------------------------------------------
+    def component_means(self):
+        """[K, latent_dim]: the gmm means on a ring in the first two dimensions."""
+        angles = 2.0 * math.pi * tf.range(self.components, dtype=tf.float32) / self.components
+        ring = self.config.gmm_radius * tf.stack([tf.cos(angles), tf.sin(angles)], axis=1)
+        return tf.pad(ring, [[0, 0], [0, self.latent_dim - 2]])
+
+    def prior_transform(self, eps, components=None):
+        """Maps standard-normal eps [B, J] to a prior sample: eps itself for the
+        normal prior; mu_k + gmm_std * eps for the gmm, k = components[i] (row i
+        uses component i mod K when components is None)."""
+        eps = tf.convert_to_tensor(eps, tf.float32)
+        if self.config.prior == "normal":
+            return eps
+        if components is None:
+            components = tf.range(tf.shape(eps)[0]) % self.components
+        components = tf.cast(components, tf.int32)
+        return tf.gather(self.component_means(), components) + self.config.gmm_std * eps
+
+    def _known(self, labels, n):
+        """(labels [n] with -1 where unknown, mask of known labels) or (None, None)."""
+        if labels is None or not self.config.use_labels:
+            return None, None
+        labels = tf.reshape(tf.cast(labels, tf.int32), [n])
+        return labels, labels >= 0
+
+    def sample_prior(self, batch_size, labels, seed):
+        """This replica's prior samples [batch_size, J] for one step: a replica's
+        slice of one global draw (base.replica_normal, replica_randint), so the
+        samples do not depend on the number of replicas. With use_labels,
+        labelled rows come from their label's component."""
+        eps = base.replica_normal(batch_size, self.latent_dim, seed)
+        if self.config.prior == "normal":
+            return eps
+        component_seed = tf.random.experimental.stateless_fold_in(seed, _PRIOR_COMPONENT)
+        components = replica_randint(batch_size, self.components, component_seed)
+        labels, known = self._known(labels, batch_size)
+        if labels is not None:
+            components = tf.where(known, labels, components)
+        return self.prior_transform(eps, components)
+
+    def _critic_inputs(self, z, labels=None):
+        """z, joined with the label one-hot (unlabelled slot where unknown) under use_labels."""
+        z = tf.cast(z, tf.float32)
+        if not self.label_slots:
+            return z
+        n = tf.shape(z)[0]
+        if labels is None:
+            slots = tf.fill([n], self.components)
+        else:
+            labels, known = self._known(labels, n)
+            slots = tf.where(known, labels, self.components)
+        return tf.concat([z, tf.one_hot(slots, self.label_slots)], axis=-1)
+
+    # -- what the model can do -------------------------------------------------
+    def _codes(self, images, training=False):
+        return tf.cast(self.encoder(tf.convert_to_tensor(images, tf.float32), training=training), tf.float32)
+
+    def _logits(self, z, training=False):
+        return tf.cast(self.decoder(tf.convert_to_tensor(z, tf.float32), training=training), tf.float32)
+
+    def encode(self, images, labels=None):
+        return self._codes(images)
+
+    def decode(self, z, labels=None):
+        return tf.sigmoid(self._logits(z))
+
+    def reconstruct(self, images, labels=None):
+        return self.decode(self.encode(images))
+
+    def generate(self, n_or_z, labels=None, seed=None):
+        """Images decoded from prior samples. n_or_z is standard-normal eps (drawn
+        now for an int n), mapped through prior_transform: z = eps for the normal
+        prior; for the gmm, z = mu_k + gmm_std * eps with k = labels[i] when labels
+        are given (an int labels picks one component for all), else k = i mod K
+        (every component in turn, so a batch of n >= K shows them all)."""
+        eps = self.noise(n_or_z, seed)
+        components = None
+        if labels is not None and self.config.prior == "gmm":
+            components = self.as_labels(labels, tf.shape(eps)[0])
+        return self.decode(self.prior_transform(eps, components))
+
+    def discriminate(self, z, labels=None):
+        """D's probability [B] that z is a prior sample (not a code)."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        return tf.reshape(tf.sigmoid(self.critic(self._critic_inputs(z, labels))), [-1])
+
+    def call(self, inputs, training=False):
+        images, _ = base.unpack(inputs)
+        return self.reconstruct(images)
+
+    # -- losses ---------------------------------------------------------------
+    def reconstruction_loss(self, images, training=False):
+        """Per-image summed sigmoid cross-entropy of P(Q(x)) against x (nats)."""
+        logits = self._logits(self._codes(images, training), training)
+        per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+        return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
+
+    def discriminator_loss(self, images, labels, seed, training=False):
+        """(per-example d_loss, D(prior), D(code)) with codes held fixed."""
+        codes = tf.stop_gradient(self._codes(images, training))
+        prior = self.sample_prior(tf.shape(images)[0], labels, seed)
+        real = self.critic(self._critic_inputs(prior, labels), training=training)
+        fake = self.critic(self._critic_inputs(codes, labels), training=training)
+        loss = self.d_loss_fn(real, fake)
+        if self.config.loss == "wasserstein_gp":
+            penalty_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, _PENALTY))
+            critic = lambda v: self.critic(self._critic_inputs(v, labels), training=training)
+            loss += losses.gradient_penalty(critic, prior, codes, penalty_seed)
+        return loss, tf.sigmoid(tf.reshape(real, [-1])), tf.sigmoid(tf.reshape(fake, [-1]))
+
+    def generator_loss(self, images, labels, training=False):
+        """Per-example g_loss(D(Q(x))): Q as the generator of the latent game."""
+        codes = self._codes(images, training)
+        return self.g_loss_fn(self.critic(self._critic_inputs(codes, labels), training=training))
+
+    # -- the three updates of a train step -------------------------------------
+    def _seed(self, stream):
+        return base.step_seed(self.seed, self.d_optimizer.iterations, stream)
+
+    def reconstruction_step(self, images):
+        """One ae_optimizer update of Q and P on the reconstruction loss."""
+        variables = self.encoder.trainable_variables + self.decoder.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.reconstruction_loss(images, training=True)
+            scaled = self.ae_optimizer.scale_loss(base.global_mean(loss))
+        self.ae_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss
+
+    def discriminator_step(self, images, labels=None):
+        """One d_optimizer update of D: prior samples real, codes fake."""
+        seed = self._seed(_PRIOR_NOISE)
+        variables = self.critic.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, d_prior, d_code = self.discriminator_loss(images, labels, seed, training=True)
+            scaled = self.d_optimizer.scale_loss(base.global_mean(loss))
+        self.d_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss, d_prior, d_code
+
+    def generator_step(self, images, labels=None):
+        """One g_optimizer update of Q: its codes should fool D."""
+        variables = self.encoder.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.generator_loss(images, labels, training=True)
+            scaled = self.g_optimizer.scale_loss(base.global_mean(loss))
+        self.g_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss
+
+    def train_step(self, data):
+        images, labels = base.unpack(data)
+        reconstruction = self.reconstruction_step(images)
+        d_loss, d_prior, d_code = self.discriminator_step(images, labels)
+        g_loss = self.generator_step(images, labels)
+        return self.track(
+            reconstruction=reconstruction, d_loss=d_loss, g_loss=g_loss, d_prior=d_prior, d_code=d_code
+        )
+
+    def test_step(self, data):
+        images, labels = base.unpack(data)
+        d_loss, d_prior, d_code = self.discriminator_loss(images, labels, self._seed(_EVAL + _PRIOR_NOISE))
+        return self.track(
+            reconstruction=self.reconstruction_loss(images),
+            d_loss=d_loss,
+            g_loss=self.generator_loss(images, labels),
+            d_prior=d_prior,
+            d_code=d_code,
+        )
+
+    # -- optimizers -------------------------------------------------------------
+    def optimizer_variables(self):
+        """{optimizer name: the variables it updates}."""
+        return {
+            "ae_optimizer": self.encoder.trainable_variables + self.decoder.trainable_variables,
+            "d_optimizer": self.critic.trainable_variables,
+            "g_optimizer": self.encoder.trainable_variables,
+        }
+
+    def compile_defaults(self, learning_rate=None):
+        """Adam(lr) for the reconstruction and Adam(lr * GAME_LR_RATIO, beta_1=0.5)
+        for D and for Q's generator update, lr = learning_rate or 1e-3. (On
+        mnist5k one rate for all three collapses the codes: Q's generator
+        update outruns the reconstruction.)"""
+        lr = learning_rate or self.training_defaults["learning_rate"]
+        return {
+            "ae_optimizer": keras.optimizers.Adam(lr),
+            "d_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
+            "g_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
+        }
+
+    def compile(self, ae_optimizer=None, d_optimizer=None, g_optimizer=None, **kwargs):
+        """Keras compile with the three optimizers (compile_defaults() where None;
+        `optimizer=` is another name for ae_optimizer). Compile inside the
+        strategy's scope: the optimizers' variables are created here."""
+        ae_optimizer = ae_optimizer or kwargs.pop("optimizer", None)
+        self.compile_optimizers(
+            dict(ae_optimizer=ae_optimizer, d_optimizer=d_optimizer, g_optimizer=g_optimizer), **kwargs
+        )
+
+    # -- serving ----------------------------------------------------------------
+    def _serve_encode(self):
+        return (lambda images: {"z": self.encode(images)}), ("images",)
+
+    def _serve_discriminate(self):
+        return (lambda z: {"probability": self.discriminate(z)}), ("z",)

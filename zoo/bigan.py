@@ -1,0 +1,191 @@
+"""BiGAN (Donahue et al. 2016, "Adversarial Feature Learning"; also ALI, Dumoulin et al.).
+
+A generator G: z -> x, an encoder E: x -> z and a discriminator D(x, z) on joint
+pairs. D tells data pairs (x, E(x)) from generated pairs (G(z), z):
+
+    min_{G, E} max_D  V = E_x[log D(x, E(x))] + E_z[log(1 - D(G(z), z))],
+
+whose optimum has E = G^-1. E and G are never composed during training (only
+`reconstruct` does G(E(x))). Per train step: one D update (d_optimizer) on
+
+    d_loss = -log D(x, E(x)) - log(1 - D(G(z), z))       (losses.minimax_discriminator_loss)
+
+and one joint update of G and E (ge_optimizer) on the game with the labels
+flipped. loss="non_saturating" (default):
+
+    ge_loss = -log D(G(z), z) - log(1 - D(x, E(x)))
+            = non_saturating_generator_loss(fake_logits) + non_saturating_generator_loss(-real_logits),
+
+loss="minimax": ge_loss = -V = log(1 - D(G(z), z)) + log D(x, E(x)). (For a
+sigmoid D, negating a logit swaps D and 1 - D, i.e. flips the label.)
+
+z ~ N(0, I). G ends in tanh, so G, E and D work on images in [-1, 1]; the model's
+inputs and outputs are [0, 1] images, converted at its edge.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from zoo import base, losses, nets
+from zoo.aae import MultiOptimizer
+from zoo.base import option
+
+BIGAN_LOSSES = ("non_saturating", "minimax")  # the sigmoid losses, whose label flip is -logit
+
+_D_NOISE, _GE_NOISE = 1, 2  # random streams of one train step
+_EVAL = 10
+
+
+@dataclasses.dataclass
+class BiGANConfig:
+    latent_dim: int = option(50, "size of the code z")
+    net: str = option("conv", "generator/encoder/discriminator architecture", nets.KINDS)
+    d_dropout: float = option(0.3, "dropout rate in the discriminator")
+    loss: str = option("non_saturating", "G and E's side of the game", BIGAN_LOSSES)
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class BiGAN(MultiOptimizer, base.ZooModel):
+    """BiGAN; see the module docstring for the objective.
+
+    compile(d_optimizer, ge_optimizer): Adam(2e-4, beta_1=0.5) by default.
+    encode(x) -> E(x); generate(n or z) -> G(z); reconstruct(x) -> G(E(x));
+    discriminate(x, z) -> D's probability that (x, z) is a data pair."""
+
+    Config = BiGANConfig
+    tracked = ("d_loss", "ge_loss", "d_real", "d_fake")
+    signature_names = ("generate", "encode", "reconstruct", "discriminate")
+    optimizer_names = ("d_optimizer", "ge_optimizer")
+    training_defaults = {"epochs": 20, "batch_size": 64, "learning_rate": 2e-4}
+
+    def __init__(self, image_shape, num_classes=0, **kwargs):
+        super().__init__(image_shape, num_classes, **kwargs)
+        c = self.config
+        self.generator = nets.generator(c.net, self.latent_dim, self.image_shape)
+        self.encoder = nets.encoder(c.net, self.image_shape, self.latent_dim)
+        self.discriminator = nets.discriminator(
+            c.net, self.image_shape, cond_dim=self.latent_dim, dropout=c.d_dropout
+        )
+        self.built = True
+
+    # -- the [0, 1] <-> [-1, 1] edge ------------------------------------------------
+    @staticmethod
+    def to_tanh(images):
+        return 2.0 * tf.convert_to_tensor(images, tf.float32) - 1.0
+
+    @staticmethod
+    def from_tanh(x):
+        return (tf.cast(x, tf.float32) + 1.0) / 2.0
+
+    # -- what the model can do ----------------------------------------------------
+    def encode(self, images, labels=None):
+        return tf.cast(self.encoder(self.to_tanh(images)), tf.float32)
+
+    def generate(self, n_or_z, labels=None, seed=None):
+        """Images G(z) in [0, 1] from z ~ N(0, I): `n` new draws, or the given z."""
+        return self.from_tanh(self.generator(self.noise(n_or_z, seed)))
+
+    def reconstruct(self, images, labels=None):
+        """G(E(x)) in [0, 1]: the image BiGAN's inverse mapping leads back to."""
+        return self.from_tanh(self.generator(self.encoder(self.to_tanh(images))))
+
+    def discriminate(self, images, z):
+        """D's probability [B] that (images, z) is a data pair (x, E(x))."""
+        logits = self.discriminator([self.to_tanh(images), tf.convert_to_tensor(z, tf.float32)])
+        return tf.reshape(tf.sigmoid(logits), [-1])
+
+    def call(self, inputs, training=False):
+        images, _ = base.unpack(inputs)
+        return self.reconstruct(images)
+
+    # -- losses -------------------------------------------------------------------
+    def logits(self, images, seed, training=False):
+        """(real logits D(x, E(x)), fake logits D(G(z), z)) per example, with this
+        replica's slice of the step's global noise batch z."""
+        x = self.to_tanh(images)
+        z = base.replica_normal(tf.shape(x)[0], self.latent_dim, seed)
+        real = self.discriminator([x, self.encoder(x, training=training)], training=training)
+        fake = self.discriminator([self.generator(z, training=training), z], training=training)
+        return real, fake
+
+    @staticmethod
+    def d_loss(real, fake):
+        """Per-example -log D(x, E(x)) - log(1 - D(G(z), z))."""
+        return losses.minimax_discriminator_loss(real, fake)
+
+    def ge_loss(self, real, fake):
+        """Per-example loss of G and E: the generator loss on both kinds of pairs
+        with the labels flipped (see the module docstring)."""
+        g_loss = losses.get(self.config.loss)[1]
+        return g_loss(fake) + g_loss(-tf.cast(real, tf.float32))
+
+    # -- the two updates of a train step ------------------------------------------
+    def discriminator_step(self, images):
+        """One d_optimizer update of D; returns (d_loss, D(x, E(x)), D(G(z), z)) per example."""
+        seed = base.step_seed(self.seed, self.d_optimizer.iterations, _D_NOISE)
+        variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            real, fake = self.logits(images, seed, training=True)
+            loss = self.d_loss(real, fake)
+            scaled = self.d_optimizer.scale_loss(base.global_mean(loss))
+        self.d_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss, tf.sigmoid(tf.reshape(real, [-1])), tf.sigmoid(tf.reshape(fake, [-1]))
+
+    def ge_step(self, images):
+        """One ge_optimizer update of G and E together; returns ge_loss per example."""
+        seed = base.step_seed(self.seed, self.ge_optimizer.iterations, _GE_NOISE)
+        variables = self.generator.trainable_variables + self.encoder.trainable_variables
+        with tf.GradientTape() as tape:
+            real, fake = self.logits(images, seed, training=True)
+            loss = self.ge_loss(real, fake)
+            scaled = self.ge_optimizer.scale_loss(base.global_mean(loss))
+        self.ge_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss
+
+    def train_step(self, data):
+        images, _ = base.unpack(data)
+        d_loss, d_real, d_fake = self.discriminator_step(images)
+        ge_loss = self.ge_step(images)
+        return self.track(d_loss=d_loss, ge_loss=ge_loss, d_real=d_real, d_fake=d_fake)
+
+    def test_step(self, data):
+        images, _ = base.unpack(data)
+        seed = base.step_seed(self.seed, self.d_optimizer.iterations, _EVAL + _D_NOISE)
+        real, fake = self.logits(images, seed)
+        return self.track(
+            d_loss=self.d_loss(real, fake),
+            ge_loss=self.ge_loss(real, fake),
+            d_real=tf.sigmoid(tf.reshape(real, [-1])),
+            d_fake=tf.sigmoid(tf.reshape(fake, [-1])),
+        )
+
+    # -- optimizers -------------------------------------------------------------------
+    def optimizer_variables(self):
+        """{optimizer name: the variables it updates}."""
+        return {
+            "d_optimizer": self.discriminator.trainable_variables,
+            "ge_optimizer": self.generator.trainable_variables + self.encoder.trainable_variables,
+        }
+
+    def compile_defaults(self, learning_rate=None):
+        """Adam(lr, beta_1=0.5) for D and for (G, E), lr = learning_rate or 2e-4
+        (Donahue et al.)."""
+        lr = learning_rate or self.training_defaults["learning_rate"]
+        return {
+            "d_optimizer": keras.optimizers.Adam(lr, beta_1=0.5),
+            "ge_optimizer": keras.optimizers.Adam(lr, beta_1=0.5),
+        }
+
+    def compile(self, d_optimizer=None, ge_optimizer=None, **kwargs):
+        """Keras compile with both optimizers (compile_defaults() where None).
+        Compile inside the strategy's scope: the optimizers' variables are created here."""
+        self.compile_optimizers(dict(d_optimizer=d_optimizer, ge_optimizer=ge_optimizer), **kwargs)
+
+    # -- serving ----------------------------------------------------------------------
+    def _serve_encode(self):
+        return (lambda images: {"z": self.encode(images)}), ("images",)
+
+    def _serve_discriminate(self):
+        return (lambda images, z: {"probability": self.discriminate(images, z)}), ("images", "z")
