@@ -61,23 +61,44 @@ class NonFiniteLoss(RuntimeError):
     """A tracked loss became NaN or inf."""
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """Saves model, optimizers and the epoch counter after each epoch, unless a
-    tracked value is NaN/inf: then training stops with NonFiniteLoss and the last
-    good checkpoint is left as it is. tf.train.CheckpointManager writes the files
-    first and the `checkpoint` index last, so a crash while saving leaves the
-    previous checkpoint the one restored."""
+class Terminated(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint."""
 
-    def __init__(self, manager, epoch_var):
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves model, optimizers, the epoch counter and the step counter (batches
+    trained in all) at the end of each epoch, and mid-epoch when SIGTERM asked
+    the run to stop (`terminate()`); then fit returns and the caller raises
+    Terminated. A resumed run skips the batches of the epoch already trained.
+
+    If a tracked value is NaN/inf at an epoch's end, training stops with
+    NonFiniteLoss and the last good checkpoint is left as it is.
+    tf.train.CheckpointManager writes the files first and the `checkpoint`
+    index last, so a crash while saving leaves the previous checkpoint the one
+    restored."""
+
+    def __init__(self, manager, epoch_var, step_var, steps_per_epoch):
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var
+        self.step_var = step_var
+        self.steps_per_epoch = steps_per_epoch
+        self.step = int(step_var.numpy())
+        self.terminated = False
+
+    def terminate(self, *_):
+        """Signal handler: stop after the current batch and save."""
+        self.terminated = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.terminated:
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         bad = {k: v for k, v in (logs or {}).items() if not np.isfinite(float(v))}
         if bad:
             self.model.stop_training = True
-            step = int(self.model.optimizer_list()[-1].iterations.numpy())
             name, value = next(iter(bad.items()))
             last = self.manager.latest_checkpoint
             advice = (
@@ -86,8 +107,10 @@ class Checkpoint(keras.callbacks.Callback):
                 else "no checkpoint was written; rerun with a lower --learning_rate"
             )
             raise NonFiniteLoss(
-                f"{name} became {value} in epoch {epoch + 1} (optimizer step {step}) and nothing of "
+                f"{name} became {value} in epoch {epoch + 1} (step {self.step}) and nothing of "
                 f"this epoch was saved; {advice}, or check the data"
             )
-        self.epoch_var.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        if self.step >= (epoch + 1) * self.steps_per_epoch:  # the epoch is complete
+            self.epoch_var.assign(epoch + 1)
+        self.step_var.assign(self.step)
+        self.manager.save(checkpoint_number=self.step)

@@ -123,6 +123,27 @@ def load(name="mnist5k", image_size=None):
     return Data(name, *arrays, num_classes=num_classes)
 
 
+def training_pipeline(images, labels, batch_size, seed=0, start_epoch=0, end_epoch=None, skip_batches=0):
+    """(images, labels) batches of epochs start_epoch .. end_epoch - 1, one after another.
+
+    Epoch e's order is a shuffle seeded by (seed, e) alone, so a run resumed at
+    epoch e, batch b (skip_batches=b) sees exactly the batches that an
+    uninterrupted run would. Full batches only (see `pipeline`); fit it with
+    steps_per_epoch = len(images) // batch_size."""
+    base = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+
+    def epoch(e):  # Python seeds: tf.data cannot mix a tensor op seed with the global seed
+        return base.shuffle(len(images), seed=seed * 1_000_003 + e, reshuffle_each_iteration=False).batch(
+            batch_size, drop_remainder=True
+        )
+
+    ds = epoch(start_epoch)
+    for e in range(start_epoch + 1, end_epoch):
+        ds = ds.concatenate(epoch(e))
+    return ds.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+
+
 def pipeline(images, labels, batch_size, seed=0, shuffle=True, drop_remainder=True):
     """(images, labels) batches: cache, seeded shuffle (new order every epoch),
     batch, prefetch. Training drops the remainder so that every replica of a

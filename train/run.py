@@ -8,6 +8,7 @@ the same command resumes from the workdir's last checkpoint.
 import dataclasses
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +33,7 @@ flags.DEFINE_float("learning_rate", None, "learning rate (default: the model's)"
 flags.DEFINE_integer("steps_per_epoch", None, "cut epochs short (for smoke runs)")
 flags.DEFINE_string("workdir", None, "where the run lives (default: runs/<model>-<dataset>)")
 flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
+flags.DEFINE_bool("deterministic", False, "deterministic ops: a resumed run ends with the weights of an uninterrupted one")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
 flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
 flags.DEFINE_enum("mixed_precision", "off", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units")
@@ -170,10 +172,13 @@ def train(
     export_base=None,
     keep_checkpoints=3,
     mixed_precision="off",
+    deterministic=False,
     verbose=1,
 ):
     """Trains (or resumes) the run in `workdir`; returns the trained model."""
     keras.utils.set_random_seed(config["seed"])
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     policy = precision.apply(mixed_precision)
     try:
         dataset = data.load(config["dataset"], config["image_size"])
@@ -203,8 +208,9 @@ def train(
             raise RunError(str(e)) from None
         model.compile(**model.compile_defaults(training["learning_rate"]))
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         optimizers = {f"optimizer_{i}": opt for i, opt in enumerate(model.optimizer_list())}
-        checkpoint = tf.train.Checkpoint(model=model, epoch=epoch, **optimizers)
+        checkpoint = tf.train.Checkpoint(model=model, epoch=epoch, step=step, **optimizers)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=keep_checkpoints
     )
@@ -219,34 +225,50 @@ def train(
         logging.warning("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch))
 
     initial_epoch = int(epoch.numpy())
-    if initial_epoch < training["epochs"]:
-        train_ds = data.pipeline(
-            dataset.train_images,
-            dataset.train_labels,
-            training["batch_size"],
-            seed=config["seed"] + initial_epoch,
+    steps_per_epoch = steps_per_epoch or len(dataset.train_images) // training["batch_size"]
+    done = int(step.numpy()) - initial_epoch * steps_per_epoch  # batches of this epoch already trained
+    if not 0 <= done < steps_per_epoch:
+        raise RunError(
+            f"the checkpoint is at step {int(step.numpy())}, which epoch {initial_epoch + 1} of "
+            f"{steps_per_epoch} steps cannot hold; rerun with the --steps_per_epoch and --batch_size of the run"
         )
-        cbs = [
-            callbacks.Checkpoint(manager, epoch),
-            callbacks.SampleGrid(
-                os.path.join(out_dir, "samples"),
-                model.sample_inputs(64, seed=config["seed"]),
-                tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
-                write=writer,
-            ),
-            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
-        ]
-        model.fit(
-            train_ds,
-            epochs=training["epochs"],
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=cbs,
-            verbose=verbose,
+    guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch)
+    cbs = [
+        guard,
+        callbacks.SampleGrid(
+            os.path.join(out_dir, "samples"),
+            model.sample_inputs(64, seed=config["seed"]),
+            tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
+            write=writer,
+        ),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
+    ]
+
+    def fit(first_epoch, last_epoch, steps, skip):
+        ds = data.training_pipeline(
+            dataset.train_images, dataset.train_labels, training["batch_size"],
+            seed=config["seed"], start_epoch=first_epoch, end_epoch=last_epoch, skip_batches=skip,
         )
-    else:
-        logging.warning("%s is already trained for %d epochs", workdir, initial_epoch)
+        model.fit(ds, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  callbacks=cbs, verbose=verbose)
+
+    previous = signal.signal(signal.SIGTERM, guard.terminate)
+    try:
+        if done and initial_epoch < training["epochs"]:  # finish the interrupted epoch first
+            fit(initial_epoch, initial_epoch + 1, steps_per_epoch - done, done)
+            initial_epoch += 1
+        if initial_epoch < training["epochs"] and not guard.terminated:
+            fit(initial_epoch, training["epochs"], steps_per_epoch, 0)
+        elif not guard.terminated:
+            logging.warning("%s is already trained for %d epochs", workdir, initial_epoch)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if guard.terminated:
+        raise callbacks.Terminated(
+            f"stopped by SIGTERM at step {guard.step} (epoch {int(epoch.numpy()) + 1}) after saving "
+            f"{manager.latest_checkpoint}; rerun the same command to resume"
+        )
 
     if writer:
         keras_path = os.path.join(out_dir, "model.keras")
@@ -277,11 +299,15 @@ def main(argv):
             export_base=FLAGS.export_base,
             keep_checkpoints=FLAGS.keep_checkpoints,
             mixed_precision=FLAGS.mixed_precision,
+            deterministic=FLAGS.deterministic,
             verbose=FLAGS.verbose,
         )
     except (RunError, callbacks.NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except callbacks.Terminated as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     print(f"workdir: {workdir}")
 
 

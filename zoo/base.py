@@ -173,7 +173,7 @@ class ZooModel(keras.Model):
 
     @staticmethod
     def as_labels(labels, n):
-        labels = tf.convert_to_tensor(labels, tf.int32)
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)  # int64 from datasets too
         if labels.shape.rank == 0:
             labels = tf.fill([n], labels)
         return labels

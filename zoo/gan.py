@@ -91,6 +91,7 @@ class GAN(base.ZooModel):
 
     Config = GANConfig
     tracked = ("d_loss", "g_loss", "d_real", "d_fake")
+    training_defaults = {"epochs": 50, "batch_size": 64, "learning_rate": 2e-4}
     signature_names = ("generate", "discriminate")
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
@@ -201,9 +202,7 @@ class GAN(base.ZooModel):
         z = self.noise(n_or_z, seed)
         cond = None
         if self.conditional:
-            # cast first: base.as_labels cannot convert int64 tensors (e.g. from predict)
-            labels = tf.cast(self.require_labels(labels), tf.int32)
-            cond = self.one_hot(self.as_labels(labels, tf.shape(z)[0]))
+            cond = self.one_hot(self.as_labels(self.require_labels(labels), tf.shape(z)[0]))
         return (self._fake(z, cond, training=False) + 1.0) / 2.0
 
     def discriminate(self, images, labels=None):
@@ -334,6 +333,7 @@ class DCGAN(GAN):
     latent_dim 100."""
 
     Config = DCGANConfig
+    training_defaults = {"epochs": 30, "batch_size": 64, "learning_rate": 2e-4}
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
