@@ -123,25 +123,27 @@ def load(name="mnist5k", image_size=None):
     return Data(name, *arrays, num_classes=num_classes)
 
 
-def training_pipeline(images, labels, batch_size, seed=0, start_epoch=0, end_epoch=None, skip_batches=0):
-    """(images, labels) batches of epochs start_epoch .. end_epoch - 1, one after another.
+def training_pipeline(images, labels, batch_size, seed=0, start_step=0, end_step=None):
+    """(images, labels) batches number start_step .. end_step - 1 of an endless
+    sequence of passes over the data.
 
-    Epoch e's order is a shuffle seeded by (seed, e) alone, so a run resumed at
-    epoch e, batch b (skip_batches=b) sees exactly the batches that an
-    uninterrupted run would. Full batches only (see `pipeline`); fit it with
-    steps_per_epoch = len(images) // batch_size."""
+    Pass p's order is a shuffle seeded by (seed, p) alone, so a run resumed at
+    step s (start_step=s) sees exactly the batches that an uninterrupted run
+    would, whatever its steps per epoch. Full batches only (see `pipeline`)."""
     base = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
-    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    per_pass = len(images) // batch_size
+    end_step = start_step + per_pass if end_step is None else end_step
+    first, last = start_step // per_pass, (max(end_step, start_step + 1) - 1) // per_pass
 
-    def epoch(e):  # Python seeds: tf.data cannot mix a tensor op seed with the global seed
-        return base.shuffle(len(images), seed=seed * 1_000_003 + e, reshuffle_each_iteration=False).batch(
+    def one_pass(p):  # Python seeds: tf.data cannot mix a tensor op seed with the global seed
+        return base.shuffle(len(images), seed=seed * 1_000_003 + p, reshuffle_each_iteration=False).batch(
             batch_size, drop_remainder=True
         )
 
-    ds = epoch(start_epoch)
-    for e in range(start_epoch + 1, end_epoch):
-        ds = ds.concatenate(epoch(e))
-    return ds.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+    ds = one_pass(first)
+    for p in range(first + 1, last + 1):
+        ds = ds.concatenate(one_pass(p))
+    return ds.skip(start_step - first * per_pass).take(end_step - start_step).prefetch(tf.data.AUTOTUNE)
 
 
 def pipeline(images, labels, batch_size, seed=0, shuffle=True, drop_remainder=True):

@@ -245,10 +245,11 @@ def train(
         keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
     ]
 
-    def fit(first_epoch, last_epoch, steps, skip):
+    def fit(first_epoch, last_epoch, start_step, steps):
         ds = data.training_pipeline(
             dataset.train_images, dataset.train_labels, training["batch_size"],
-            seed=config["seed"], start_epoch=first_epoch, end_epoch=last_epoch, skip_batches=skip,
+            seed=config["seed"], start_step=start_step,
+            end_step=start_step + steps + (last_epoch - first_epoch - 1) * steps_per_epoch,
         )
         model.fit(ds, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                   callbacks=cbs, verbose=verbose)
@@ -256,10 +257,10 @@ def train(
     previous = signal.signal(signal.SIGTERM, guard.terminate)
     try:
         if done and initial_epoch < training["epochs"]:  # finish the interrupted epoch first
-            fit(initial_epoch, initial_epoch + 1, steps_per_epoch - done, done)
+            fit(initial_epoch, initial_epoch + 1, int(step.numpy()), steps_per_epoch - done)
             initial_epoch += 1
         if initial_epoch < training["epochs"] and not guard.terminated:
-            fit(initial_epoch, training["epochs"], steps_per_epoch, 0)
+            fit(initial_epoch, training["epochs"], initial_epoch * steps_per_epoch, steps_per_epoch)
         elif not guard.terminated:
             logging.warning("%s is already trained for %d epochs", workdir, initial_epoch)
     finally:

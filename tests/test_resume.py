@@ -1,0 +1,91 @@
+"""Interrupted runs: SIGKILL and SIGTERM at a real train.run, then the same command again."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+ARGS = ["--model=vae", "--net=conv", "--latent_dim=4", "--batch_size=64", "--steps_per_epoch=8",
+        "--epochs=4", "--deterministic", "--verbose=0"]
+
+
+def command(workdir):
+    return [sys.executable, "-m", "train.run", f"--workdir={workdir}", *ARGS]
+
+
+def env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def final_weights(workdir):
+    import keras
+
+    import zoo  # noqa: F401
+
+    return keras.models.load_model(os.path.join(workdir, "model.keras")).get_weights()
+
+
+def checkpoint_steps(workdir):
+    folder = os.path.join(workdir, "checkpoints")
+    if not os.path.exists(os.path.join(folder, "checkpoint")):
+        return []
+    return sorted(int(m.group(1)) for f in os.listdir(folder) if (m := re.match(r"ckpt-(\d+)\.index$", f)))
+
+
+def interrupt(workdir, sig):
+    """Starts the run, sends `sig` once its first checkpoint exists; returns (process, stderr)."""
+    proc = subprocess.Popen(command(workdir), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not checkpoint_steps(workdir):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, stderr
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("whole") / "w")
+    proc = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return final_weights(workdir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, uninterrupted, sig):
+    workdir = str(tmp_path / "w")
+    proc, stderr = interrupt(workdir, sig)
+    saved = checkpoint_steps(workdir)
+    assert saved and max(saved) < 32, saved  # stopped before the end (4 epochs x 8 steps)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        message = stderr.strip().splitlines()[-1]
+        step = int(re.search(r"stopped by SIGTERM at step (\d+)", message).group(1))
+        assert max(saved) == step  # SIGTERM saved where it stopped
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    resumed = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    weights = final_weights(workdir)
+    assert len(weights) == len(uninterrupted)
+    for a, b in zip(weights, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+    rows = open(os.path.join(workdir, "history.csv")).read().strip().splitlines()
+    assert rows[0].startswith("epoch") and rows[-1].startswith("3,")
