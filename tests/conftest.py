@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -26,3 +27,34 @@ def digits():
     from train import data
 
     return data.load("digits")
+
+
+@pytest.fixture(scope="session")
+def digits64():
+    """The first 64 of scikit-learn's 8x8 digits in [0, 1], with their labels."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x[:64] / 16.0).reshape(-1, 8, 8, 1).astype("float32"), y[:64].astype("int32")
+
+
+def weights(net):
+    """Copies of a network's trainable weights."""
+    return [w.numpy().copy() for w in net.trainable_weights]
+
+
+def unchanged(before, net):
+    """Whether `net`'s trainable weights still equal `before`."""
+    import numpy as np
+
+    return all(np.array_equal(a, b) for a, b in zip(before, weights(net)))
+
+
+def run_mirrored_check(*cases):
+    """{case: {"max_diff", "moved"}} from tests/mirrored_check.py, run in a fresh
+    process: its 2 logical CPU devices must exist before TensorFlow starts."""
+    script = os.path.join(os.path.dirname(__file__), "mirrored_check.py")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, script, *cases], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

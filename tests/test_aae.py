@@ -2,27 +2,17 @@
 touches only its own networks, the gmm prior, save/load, fit, serving
 signatures, and MirroredStrategy equivalence."""
 
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
 import keras
+from conftest import run_mirrored_check, unchanged, weights
 import zoo
 from zoo.aae import AAE, replica_randint
 
 SHAPE = (8, 8, 1)
-
-
-@pytest.fixture(scope="module")
-def digits64():
-    x, y = load_digits(return_X_y=True)
-    return (x[:64] / 16.0).reshape(-1, *SHAPE).astype("float32"), y[:64].astype("int32")
 
 
 def build(**config):
@@ -34,14 +24,6 @@ def build(**config):
         g_optimizer=keras.optimizers.Adam(1e-3),
     )
     return model
-
-
-def weights(net):
-    return [w.numpy().copy() for w in net.weights]
-
-
-def unchanged(before, net):
-    return all(np.array_equal(a, b) for a, b in zip(before, weights(net)))
 
 
 def test_registered():
@@ -217,15 +199,3 @@ def test_mirrored_strategy_matches_one_device():
     for name, r in result.items():
         assert r["moved"] > 1e-3, (name, r)  # the steps did change the weights
         assert r["max_diff"] < 1e-5, (name, r)
-
-
-def run_mirrored_check(*cases):
-    """{case: {"max_diff", "moved"}} from tests/gan_mirrored_check.py (a fresh
-    process: its 2 logical CPU devices must exist before TensorFlow starts)."""
-    script = os.path.join(os.path.dirname(__file__), "gan_mirrored_check.py")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, script, *cases], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])

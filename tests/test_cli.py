@@ -155,7 +155,6 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_nan_guard_does_not_overwrite_the_last_good_checkpoint(tmp_path):
-    import keras
     import tensorflow as tf
 
     import zoo

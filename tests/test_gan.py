@@ -1,19 +1,16 @@
 """The GAN family (zoo/gan.py) and its losses (zoo/losses.py): tiny shapes,
 few steps, fixed seeds."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import keras
+from conftest import run_mirrored_check
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import zoo
-from zoo import gan, losses
+from zoo import losses
 
 SHAPE, CLASSES = (8, 8, 1), 3
 TINY = dict(latent_dim=8)
@@ -360,13 +357,7 @@ def test_call_and_predict_generate_from_z(name):
 def test_mirrored_strategy_matches_one_device():
     """2 replicas on a global batch make the update one device makes on it
     (gan with d_steps=2, dcgan with synchronized batch norm, cgan)."""
-    script = os.path.join(os.path.dirname(__file__), "gan_mirrored_check.py")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, script], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_mirrored_check()
     assert set(result) == {"gan", "dcgan", "cgan"}
     for name, r in result.items():
         assert r["moved"] > 1e-3, (name, r)  # the steps did change the weights

@@ -49,7 +49,7 @@ class SampleGrid(keras.callbacks.Callback):
         images = np.asarray(self.model.generate(self.z, labels=self.labels))
         os.makedirs(self.directory, exist_ok=True)
         grid = image_grid(images)
-        scale = max(1, 256 // grid.shape[0])
+        scale = max(1, 480 // grid.shape[0])  # readable in a browser
         save_png(os.path.join(self.directory, f"epoch_{epoch + 1:04d}.png"), grid, scale)
         if self.writer is not None:
             with self.writer.as_default():

@@ -98,7 +98,9 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
         fake = _batched(model.generate, z)
     real_f, _ = _batched(lambda a: clf(a, training=False), real)
     fake_f, fake_logits = _batched(lambda a: clf(a, training=False), fake)
-    ref = dataset.train_images[rng.choice(len(dataset.train_images), n, replace=False)]
+    # the same real subset whatever the model (its own generator, not the one that drew z)
+    pick = np.random.RandomState(seed + 1).choice(len(dataset.train_images), n, replace=False)
+    ref = dataset.train_images[pick]
     ref_f, _ = _batched(lambda a: clf(a, training=False), ref)
     predicted = fake_logits.argmax(1)
     precision, recall = metrics.precision_recall(real_f, fake_f)

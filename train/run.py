@@ -42,21 +42,27 @@ flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a 
 
 
 def _model_option_flags():
-    """One flag per model option, from the union of the registered Configs."""
-    seen = {}
+    """One flag per model option, from the union of the registered Configs; an
+    option that several models have lists which models take it (and their choices)."""
+    fields = {}
     for name in zoo.names():
         for field in dataclasses.fields(zoo.get(name).Config):
-            if field.name in seen:
-                continue
-            seen[field.name] = field
-            kind = field.type if isinstance(field.type, type) else type(field.default)
-            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
-                kind, flags.DEFINE_string
-            )
-            choices = field.metadata.get("choices")
-            help_text = field.metadata.get("help", "") + (f" ({'|'.join(choices)})" if choices else "")
-            define(field.name, None, f"model option: {help_text}")
-    return tuple(seen)
+            fields.setdefault(field.name, []).append((name, field))
+    for option_name, uses in fields.items():
+        field = uses[0][1]
+        kind = field.type if isinstance(field.type, type) else type(field.default)
+        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
+            kind, flags.DEFINE_string
+        )
+        by_choices = {}
+        for model_name, f in uses:
+            by_choices.setdefault(f.metadata.get("choices"), []).append(model_name)
+        where = "; ".join(
+            f"{', '.join(models)}" + (f": {'|'.join(choices)}" if choices else "")
+            for choices, models in by_choices.items()
+        )
+        define(option_name, None, f"model option: {field.metadata.get('help', '')} [{where}]")
+    return tuple(fields)
 
 
 MODEL_OPTIONS = _model_option_flags()

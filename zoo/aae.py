@@ -48,7 +48,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import base, losses, nets
+from zoo import base, distributions, losses, nets
 from zoo.base import option
 
 PRIORS = ("normal", "gmm")
@@ -85,64 +85,8 @@ def replica_randint(batch_size, maxval, seed):
     return draws[replica * batch_size : (replica + 1) * batch_size]
 
 
-class MultiOptimizer:
-    """Compile plumbing of a model with several optimizers (mixed into AAE and
-    BiGAN). The model names them in `optimizer_names` (the first one becomes
-    Keras' `model.optimizer`, whose iterations count train steps), maps each to
-    its variables in `optimizer_variables()` and gives the defaults in
-    `compile_defaults()`; its compile(...) calls compile_optimizers. Every
-    optimizer is an attribute of the model, so .keras files and
-    tf.train.Checkpoint(model) hold their state. Under the mixed_float16 policy
-    each is wrapped in a LossScaleOptimizer: the model's steps take gradients of
-    optimizer.scale_loss(loss), which optimizer.apply unscales."""
-
-    optimizer_names = ()
-
-    def compile_optimizers(self, given, **kwargs):
-        """Sets each named optimizer (given, or the default where None), builds it
-        on its variables and runs Keras' compile."""
-        defaults = None
-        for name in self.optimizer_names:
-            optimizer = given.get(name)
-            if optimizer is None:
-                defaults = defaults or self.compile_defaults()
-                optimizer = defaults[name]
-            optimizer = keras.optimizers.get(optimizer)
-            if self.dtype_policy.name == "mixed_float16" and not isinstance(
-                optimizer, keras.optimizers.LossScaleOptimizer
-            ):
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            setattr(self, name, optimizer)
-        if "optimizer" in kwargs:
-            raise TypeError(
-                f"{type(self).__name__}.compile takes {', '.join(self.optimizer_names)}, not optimizer="
-            )
-        kwargs.setdefault("auto_scale_loss", False)  # the steps scale their own losses
-        keras.Model.compile(self, optimizer=getattr(self, self.optimizer_names[0]), **kwargs)
-        variables = self.optimizer_variables()
-        for name in self.optimizer_names:
-            getattr(self, name).build(variables[name])
-
-    def get_compile_config(self):
-        """Keras' compile config with every optimizer serialized under its own name."""
-        config = keras.Model.get_compile_config(self)
-        if not config:
-            return config
-        config.pop("optimizer", None)
-        for name in self.optimizer_names:
-            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
-        return config
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-
-    def optimizer_list(self):
-        """Every optimizer this model steps (train.run checkpoints them)."""
-        return [getattr(self, name) for name in self.optimizer_names]
-
-
 @keras.saving.register_keras_serializable(package="genzoo")
-class AAE(MultiOptimizer, base.ZooModel):
+class AAE(base.MultiOptimizer, base.ZooModel):
     """Adversarial autoencoder; see the module docstring for the objective.
 
     compile(ae_optimizer, d_optimizer, g_optimizer): Adam by default (see
@@ -264,9 +208,7 @@ class AAE(MultiOptimizer, base.ZooModel):
     # -- losses ---------------------------------------------------------------
     def reconstruction_loss(self, images, training=False):
         """Per-image summed sigmoid cross-entropy of P(Q(x)) against x (nats)."""
-        logits = self._logits(self._codes(images, training), training)
-        per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
-        return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
+        return distributions.bernoulli_nll(images, self._logits(self._codes(images, training), training))
 
     def discriminator_loss(self, images, labels, seed, training=False):
         """(per-example d_loss, D(prior), D(code)) with codes held fixed."""

@@ -74,10 +74,8 @@ class AE(base.ZooModel):
     def reconstruction_loss(self, images, logits):
         """Per-image reconstruction loss of the chosen kind (see class doc)."""
         if self.config.loss == "bce":
-            per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
-        else:
-            per_pixel = tf.square(images - tf.sigmoid(logits))
-        return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
+            return distributions.bernoulli_nll(images, logits)
+        return tf.reduce_sum(tf.square(images - tf.sigmoid(logits)), axis=[1, 2, 3])
 
     def _update_code_statistics(self, codes):
         m = self.config.code_momentum

@@ -90,6 +90,66 @@ def unpack(data):
 # ---------------------------------------------------------------------------
 
 
+class MultiOptimizer:
+    """Compile plumbing of a model with several optimizers (GANs, AAE, BiGAN).
+    The model names them in `optimizer_names` (`step_optimizer`, default the
+    first, becomes Keras' `model.optimizer`: its iterations count train steps), maps each to
+    its variables in `optimizer_variables()` and gives the defaults in
+    `compile_defaults()`; its compile(...) calls compile_optimizers. Every
+    optimizer is an attribute of the model, so .keras files and
+    tf.train.Checkpoint(model) hold their state. Under the mixed_float16 policy
+    each is wrapped in a LossScaleOptimizer: the model's steps take gradients of
+    optimizer.scale_loss(loss), which optimizer.apply unscales."""
+
+    optimizer_names = ()
+    step_optimizer = None
+
+    def compile_optimizers(self, given, **kwargs):
+        """Sets each named optimizer (given, or the default where None), builds it
+        on its variables and runs Keras' compile."""
+        if "optimizer" in kwargs:
+            raise ValueError(
+                f"{type(self).__name__}.compile takes {', '.join(self.optimizer_names)}, not optimizer="
+            )
+        defaults = None
+        for name in self.optimizer_names:
+            optimizer = given.get(name)
+            if optimizer is None:
+                defaults = defaults or self.compile_defaults()
+                optimizer = defaults[name]
+            optimizer = keras.optimizers.get(optimizer)
+            if self.dtype_policy.name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            setattr(self, name, optimizer)
+        if len({id(getattr(self, name)) for name in self.optimizer_names}) < len(self.optimizer_names):
+            raise ValueError(f"{', '.join(self.optimizer_names)} must be distinct optimizer objects")
+        kwargs.setdefault("auto_scale_loss", False)  # the steps scale their own losses
+        step = self.step_optimizer or self.optimizer_names[0]
+        keras.Model.compile(self, optimizer=getattr(self, step), **kwargs)
+        variables = self.optimizer_variables()
+        for name in self.optimizer_names:
+            getattr(self, name).build(variables[name])
+
+    def get_compile_config(self):
+        """Keras' compile config with every optimizer serialized under its own name."""
+        config = keras.Model.get_compile_config(self)
+        if not config:
+            return config
+        config.pop("optimizer", None)
+        for name in self.optimizer_names:
+            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def optimizer_list(self):
+        """Every optimizer this model steps (train.run checkpoints them)."""
+        return [getattr(self, name) for name in self.optimizer_names]
+
+
 class ZooModel(keras.Model):
     """Base of every zoo model: built from (image_shape, num_classes, config).
 

@@ -29,7 +29,6 @@ import keras
 import tensorflow as tf
 
 from zoo import base, losses, nets
-from zoo.aae import MultiOptimizer
 from zoo.base import option
 
 BIGAN_LOSSES = ("non_saturating", "minimax")  # the sigmoid losses, whose label flip is -logit
@@ -47,7 +46,7 @@ class BiGANConfig:
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class BiGAN(MultiOptimizer, base.ZooModel):
+class BiGAN(base.MultiOptimizer, base.ZooModel):
     """BiGAN; see the module docstring for the objective.
 
     compile(d_optimizer, ge_optimizer): Adam(2e-4, beta_1=0.5) by default.
@@ -58,7 +57,7 @@ class BiGAN(MultiOptimizer, base.ZooModel):
     tracked = ("d_loss", "ge_loss", "d_real", "d_fake")
     signature_names = ("generate", "encode", "reconstruct", "discriminate")
     optimizer_names = ("d_optimizer", "ge_optimizer")
-    training_defaults = {"epochs": 20, "batch_size": 64, "learning_rate": 2e-4}
+    training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 2e-4}
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)

@@ -44,6 +44,13 @@ def likelihood(kind, outputs, log_scale=None):
     raise ValueError(f"likelihood={kind!r} is not valid; choose one of: {', '.join(LIKELIHOODS)}")
 
 
+def bernoulli_nll(images, logits):
+    """-log p(x|z) of the Bernoulli likelihood per image, in nats:
+    sum_pixels -[x log p + (1 - x) log(1 - p)], p = sigmoid(logits)."""
+    per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+    return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
+
+
 def likelihood_mean(outputs):
     """E[x|z] in [0, 1], the image a decoder shows for z: sigmoid(outputs) for
     both likelihoods (the Bernoulli mean of logits, the squashed Gaussian mean)."""

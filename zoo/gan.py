@@ -67,7 +67,7 @@ def default_optimizer(loss="non_saturating", learning_rate=None):
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class GAN(base.ZooModel):
+class GAN(base.MultiOptimizer, base.ZooModel):
     """G: z ~ N(0, I) -> x = G(z) in [-1, 1]; D: x -> logit, D(x) = sigmoid(logit).
 
     D minimises  d_loss = -[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z)))
@@ -91,6 +91,8 @@ class GAN(base.ZooModel):
 
     Config = GANConfig
     tracked = ("d_loss", "g_loss", "d_real", "d_fake")
+    optimizer_names = ("d_optimizer", "g_optimizer")
+    step_optimizer = "g_optimizer"  # model.optimizer: its iterations count train steps
     training_defaults = {"epochs": 50, "batch_size": 64, "learning_rate": 2e-4}
     signature_names = ("generate", "discriminate")
 
@@ -118,44 +120,14 @@ class GAN(base.ZooModel):
         """Stores the discriminator's and the generator's optimizers (default:
         `default_optimizer`) and builds their variables; other keyword arguments
         (run_eagerly, jit_compile, steps_per_execution) go to keras.Model.compile."""
-        if kwargs.get("optimizer") is not None:
-            raise ValueError(
-                f"{type(self).__name__} has two optimizers: pass d_optimizer= and g_optimizer= "
-                f"instead of optimizer="
-            )
-        kwargs.pop("optimizer", None)
-        d_optimizer = keras.optimizers.get(d_optimizer) or default_optimizer(self.config.loss)
-        g_optimizer = keras.optimizers.get(g_optimizer) or default_optimizer(self.config.loss)
-        if d_optimizer is g_optimizer:
-            raise ValueError("d_optimizer and g_optimizer must be two optimizer objects")
-        if self.dtype_policy.name == "mixed_float16":
-            d_optimizer, g_optimizer = (
-                opt if isinstance(opt, keras.optimizers.LossScaleOptimizer)
-                else keras.optimizers.LossScaleOptimizer(opt)
-                for opt in (d_optimizer, g_optimizer)
-            )
-        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
-        # model.optimizer is G's: its iterations count train steps.
-        super().compile(optimizer=g_optimizer, auto_scale_loss=False, **kwargs)
-        self._compile_kwargs = dict(kwargs)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.g_optimizer.build(self.generator.trainable_variables)
+        self.compile_optimizers(dict(d_optimizer=d_optimizer, g_optimizer=g_optimizer), **kwargs)
 
-    def get_compile_config(self):
-        if not self.compiled or self.d_optimizer is None:
-            return {}
+    def optimizer_variables(self):
+        """{optimizer name: the variables it updates}."""
         return {
-            "d_optimizer": keras.optimizers.serialize(self.d_optimizer),
-            "g_optimizer": keras.optimizers.serialize(self.g_optimizer),
-            **getattr(self, "_compile_kwargs", {}),
+            "d_optimizer": self.discriminator.trainable_variables,
+            "g_optimizer": self.generator.trainable_variables,
         }
-
-    def compile_from_config(self, config):
-        config = dict(config)
-        for key in ("d_optimizer", "g_optimizer"):
-            if config.get(key) is not None:
-                config[key] = keras.optimizers.deserialize(config[key])
-        self.compile(**config)
 
     def compile_defaults(self, learning_rate=None):
         """compile() kwargs that train.run uses: two Adam(2e-4, beta_1=0.5), the
@@ -164,9 +136,6 @@ class GAN(base.ZooModel):
             "d_optimizer": default_optimizer(self.config.loss, learning_rate),
             "g_optimizer": default_optimizer(self.config.loss, learning_rate),
         }
-
-    def optimizer_list(self):
-        return [self.d_optimizer, self.g_optimizer]
 
     def _require_compiled(self):
         if self.d_optimizer is None:

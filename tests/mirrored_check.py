@@ -1,5 +1,5 @@
-"""Run by tests/test_gan.py in a fresh process (logical devices must be set up
-before TensorFlow initialises): for each GAN model, two train steps on a global
+"""Run by conftest.run_mirrored_check in a fresh process (logical devices must be
+set up before TensorFlow initialises): for each GAN model, two train steps on a global
 batch under tf.distribute.MirroredStrategy over 2 logical CPU devices, and the
 same two steps on one device; prints one JSON line {model: max |w_1 - w_2|}.
 Cases named on the command line run instead (tests/test_aae.py and
