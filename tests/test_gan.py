@@ -166,14 +166,19 @@ def test_compile_defaults_and_optimizer_list():
 GAMES = [("gan", loss) for loss in losses.LOSSES] + [("dcgan", "non_saturating"), ("cgan", "non_saturating")]
 
 
-@pytest.mark.parametrize("name,loss", GAMES)
-def test_discriminator_steps_lower_the_discriminator_loss(name, loss):
+def game_setup(name, loss):
+    """A compiled model without dropout, a real batch, its labels and a fixed z."""
     keras.utils.set_random_seed(0)
     model = build(name, loss=loss, d_dropout=0.0)
     model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
     images, labels = real_batch()
-    labels = labels_for(model, labels)
     z = tf.random.stateless_normal([len(images), model.latent_dim], [7, 7])
+    return model, images, labels_for(model, labels), z
+
+
+@pytest.mark.parametrize("name,loss", GAMES)
+def test_discriminator_steps_lower_the_discriminator_loss(name, loss):
+    model, images, labels, z = game_setup(name, loss)
     before = model.adversarial_losses(images, labels, z=z)
     g_weights = [w.numpy() for w in model.generator.trainable_weights]
     step = tf.function(model.discriminator_step)
@@ -190,12 +195,7 @@ def test_discriminator_steps_lower_the_discriminator_loss(name, loss):
 
 @pytest.mark.parametrize("name,loss", GAMES)
 def test_generator_steps_lower_the_generator_loss(name, loss):
-    keras.utils.set_random_seed(0)
-    model = build(name, loss=loss, d_dropout=0.0)
-    model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
-    images, labels = real_batch()
-    labels = labels_for(model, labels)
-    z = tf.random.stateless_normal([len(images), model.latent_dim], [7, 7])
+    model, images, labels, z = game_setup(name, loss)
     before = model.adversarial_losses(images, labels, z=z, training=True)
     d_weights = [w.numpy() for w in model.discriminator.weights]
     step = tf.function(model.generator_step)
