@@ -203,15 +203,15 @@ def train(
         "num_classes": dataset.num_classes,
         "dtype_policy": policy,
     }
-    if writer:
-        write_json(os.path.join(out_dir, "config.json"), config)
-
     training = config["training"]
     with strategy.scope():
         try:
             model = build_model(config, dataset.image_shape, dataset.num_classes)
         except ValueError as e:
             raise RunError(str(e)) from None
+    if writer:  # only once the options are known to build a model
+        write_json(os.path.join(out_dir, "config.json"), config)
+    with strategy.scope():
         model.compile(**model.compile_defaults(training["learning_rate"]))
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
