@@ -1,5 +1,6 @@
 """Every adversarial model trains, samples and exports from train.run (tiny budgets)."""
 
+import json
 import os
 import re
 import subprocess
@@ -41,3 +42,11 @@ def test_unknown_loss_is_a_one_line_error(tmp_path):
     line = proc.stderr.strip().splitlines()[-1]
     assert re.search(r"loss='hinge' is not valid; choose one of: non_saturating, minimax, least_squares, "
                      r"wasserstein_gp", line), line
+
+
+def test_benchmark_prints_its_figures():
+    proc = run_module("train.benchmark", "--model=gan", "--batch_size=16", "--steps=2", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("train_images_per_s", "serving_ms_batch_1", "serving_ms_batch_64", "peak_memory_mb"):
+        assert result[key] > 0, key

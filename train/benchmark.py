@@ -59,9 +59,10 @@ def serving_latency_ms(model, repeats=20):
     with tempfile.TemporaryDirectory() as base:
         path = export(model, base, "bench", verify=False)
         fn = tf.saved_model.load(path).signatures["generate"]
+        typed = model.serving_signatures()["generate"]  # the loaded signature takes keyword inputs
         out = {}
         for n in (1, 64):
-            inputs = {k: tf.constant(v) for k, v in example_inputs(fn, model.num_classes, n=n).items()}
+            inputs = {k: tf.constant(v) for k, v in example_inputs(typed, model.num_classes, n=n).items()}
             fn(**inputs)
             start = time.perf_counter()
             for _ in range(repeats):
