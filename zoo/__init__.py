@@ -3,6 +3,8 @@
     model = zoo.build("vae", image_shape=(28, 28, 1), latent_dim=16)
 """
 
+import dataclasses
+
 from zoo.aae import AAE
 from zoo.autoencoder import AE
 from zoo.bigan import BiGAN
@@ -19,8 +21,6 @@ def build(name, image_shape=(28, 28, 1), num_classes=10, **config):
 
 def default_config(name):
     """The model's options and their default values."""
-    import dataclasses
-
     return dataclasses.asdict(get(name).Config())
 
 
