@@ -179,7 +179,7 @@ class AAE(base.MultiOptimizer, base.ZooModel):
         return self._codes(images)
 
     def decode(self, z, labels=None):
-        return tf.sigmoid(self._logits(z))
+        return distributions.likelihood_mean(self._logits(z))
 
     def reconstruct(self, images, labels=None):
         return self.decode(self.encode(images))

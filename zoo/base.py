@@ -77,6 +77,16 @@ def replica_seed(seed):
     return tf.random.experimental.stateless_fold_in(seed, replica)
 
 
+def to_tanh(images):
+    """[0, 1] images (the zoo's range) -> [-1, 1] (what tanh generators emit)."""
+    return 2.0 * tf.convert_to_tensor(images, tf.float32) - 1.0
+
+
+def from_tanh(x):
+    """[-1, 1] -> [0, 1]."""
+    return (tf.cast(x, tf.float32) + 1.0) / 2.0
+
+
 def unpack(data):
     """(images, labels or None) from what fit/evaluate pass to train_step."""
     if isinstance(data, (tuple, list)):

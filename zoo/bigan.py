@@ -69,30 +69,21 @@ class BiGAN(base.MultiOptimizer, base.ZooModel):
         )
         self.built = True
 
-    # -- the [0, 1] <-> [-1, 1] edge ------------------------------------------------
-    @staticmethod
-    def to_tanh(images):
-        return 2.0 * tf.convert_to_tensor(images, tf.float32) - 1.0
-
-    @staticmethod
-    def from_tanh(x):
-        return (tf.cast(x, tf.float32) + 1.0) / 2.0
-
     # -- what the model can do ----------------------------------------------------
     def encode(self, images, labels=None):
-        return tf.cast(self.encoder(self.to_tanh(images)), tf.float32)
+        return tf.cast(self.encoder(base.to_tanh(images)), tf.float32)
 
     def generate(self, n_or_z, labels=None, seed=None):
         """Images G(z) in [0, 1] from z ~ N(0, I): `n` new draws, or the given z."""
-        return self.from_tanh(self.generator(self.noise(n_or_z, seed)))
+        return base.from_tanh(self.generator(self.noise(n_or_z, seed)))
 
     def reconstruct(self, images, labels=None):
         """G(E(x)) in [0, 1]: the image BiGAN's inverse mapping leads back to."""
-        return self.from_tanh(self.generator(self.encoder(self.to_tanh(images))))
+        return base.from_tanh(self.generator(self.encoder(base.to_tanh(images))))
 
     def discriminate(self, images, z):
         """D's probability [B] that (images, z) is a data pair (x, E(x))."""
-        logits = self.discriminator([self.to_tanh(images), tf.convert_to_tensor(z, tf.float32)])
+        logits = self.discriminator([base.to_tanh(images), tf.convert_to_tensor(z, tf.float32)])
         return tf.reshape(tf.sigmoid(logits), [-1])
 
     def call(self, inputs, training=False):
@@ -103,7 +94,7 @@ class BiGAN(base.MultiOptimizer, base.ZooModel):
     def logits(self, images, seed, training=False):
         """(real logits D(x, E(x)), fake logits D(G(z), z)) per example, with this
         replica's slice of the step's global noise batch z."""
-        x = self.to_tanh(images)
+        x = base.to_tanh(images)
         z = base.replica_normal(tf.shape(x)[0], self.latent_dim, seed)
         real = self.discriminator([x, self.encoder(x, training=training)], training=training)
         fake = self.discriminator([self.generator(z, training=training), z], training=training)

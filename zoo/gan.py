@@ -172,13 +172,13 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         cond = None
         if self.conditional:
             cond = self.one_hot(self.as_labels(self.require_labels(labels), tf.shape(z)[0]))
-        return (self._fake(z, cond, training=False) + 1.0) / 2.0
+        return base.from_tanh(self._fake(z, cond, training=False))
 
     def discriminate(self, images, labels=None):
         """D(x) = sigmoid(logit) [B] for images in [0, 1] (CGAN: D(x | y))."""
         images = tf.convert_to_tensor(images, tf.float32)
         cond = self.condition(labels)
-        return tf.sigmoid(self._logits(images * 2.0 - 1.0, cond, training=False))
+        return tf.sigmoid(self._logits(base.to_tanh(images), cond, training=False))
 
     def call(self, inputs, training=False):
         """z -> generated images in [0, 1]; the CGAN takes (z, labels)."""
@@ -198,7 +198,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         if z is None:
             z = base.replica_normal(tf.shape(images)[0], self.latent_dim, seed)
         fake = self._fake(z, cond, training)
-        real_logits = self._logits(images * 2.0 - 1.0, cond, training)
+        real_logits = self._logits(base.to_tanh(images), cond, training)
         fake_logits = self._logits(fake, cond, training)
         return {
             "d_loss": self.d_loss_fn(real_logits, fake_logits, self.config.real_target),
@@ -221,7 +221,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         # G is fixed here, but in training mode: its (synchronized) batch norm
         # normalises with batch statistics, as in the G step.
         fake = tf.stop_gradient(self._fake(z, cond, training=True))
-        real = images * 2.0 - 1.0
+        real = base.to_tanh(images)
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             # One D pass over real and fake together (D has no batch norm, so
