@@ -70,6 +70,9 @@ class Checkpoint(keras.callbacks.Callback):
     trained in all) at the end of each epoch, and mid-epoch when SIGTERM asked
     the run to stop (`terminate()`); then fit returns and the caller raises
     Terminated. A resumed run skips the batches of the epoch already trained.
+    With several workers, `any_worker(flag)` (train.distribute.any_worker)
+    tells after every batch whether SIGTERM reached any of them, so that they
+    all stop after the same batch and save together.
 
     If a tracked value is NaN/inf at an epoch's end, training stops with
     NonFiniteLoss and the last good checkpoint is left as it is.
@@ -77,8 +80,9 @@ class Checkpoint(keras.callbacks.Callback):
     index last, so a crash while saving leaves the previous checkpoint the one
     restored."""
 
-    def __init__(self, manager, epoch_var, step_var, steps_per_epoch):
+    def __init__(self, manager, epoch_var, step_var, steps_per_epoch, any_worker=None):
         super().__init__()
+        self.any_worker = any_worker
         self.manager = manager
         self.epoch_var = epoch_var
         self.step_var = step_var
@@ -92,6 +96,8 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if self.any_worker is not None:
+            self.terminated = self.any_worker(self.terminated)
         if self.terminated:
             self.model.stop_training = True
 
