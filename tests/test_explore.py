@@ -1,0 +1,207 @@
+"""train.explore: interpolation maths, the optimal discriminator, and the command on tiny runs."""
+
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_module
+from train import explore
+
+DIGITS = ["--dataset=digits", "--net=mlp", "--batch_size=32", "--steps_per_epoch=3", "--epochs=1", "--verbose=0"]
+
+
+def last_line(proc):
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+def grid_size(rows, columns, h=8, w=8):
+    """(width, height) of a train.callbacks.image_grid PNG enlarged by explore.grid_scale."""
+    s = explore.grid_scale(h)
+    return ((w + 1) * columns + 1) * s, ((h + 1) * rows + 1) * s
+
+
+# -- lerp and slerp -----------------------------------------------------------
+
+
+def test_lerp_endpoints_and_midpoint():
+    a, b = np.array([1.0, -2.0, 3.0]), np.array([5.0, 0.0, -1.0])
+    out = explore.lerp(a, b, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(out[0], a)
+    np.testing.assert_array_equal(out[2], b)
+    np.testing.assert_allclose(out[1], [3.0, -1.0, 1.0])
+
+
+def test_slerp_of_orthogonal_unit_vectors_follows_the_circle():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    out = explore.slerp(a, b, [0.0, 1.0 / 3.0, 0.5, 1.0])
+    np.testing.assert_array_equal(out[0], a)  # the endpoints exactly
+    np.testing.assert_allclose(out[-1], b, atol=1e-15)
+    np.testing.assert_allclose(out[2], (a + b) / math.sqrt(2.0), atol=1e-15)
+    np.testing.assert_allclose(out[1], [math.cos(math.pi / 6), math.sin(math.pi / 6)], atol=1e-15)
+
+
+def test_slerp_keeps_the_norm_of_equal_norm_endpoints():
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(16), rng.randn(16)
+    b *= np.linalg.norm(a) / np.linalg.norm(b)
+    t = np.linspace(0.0, 1.0, 11)
+    np.testing.assert_allclose(np.linalg.norm(explore.slerp(a, b, t), axis=1), np.linalg.norm(a), rtol=1e-12)
+    np.testing.assert_allclose(explore.slerp(a, b, t)[[0, -1]], [a, b], atol=1e-12)
+    # the straight line cuts through the inside of the sphere
+    assert np.linalg.norm(explore.lerp(a, b, [0.5])) < 0.9 * np.linalg.norm(a)
+
+
+def test_slerp_of_parallel_vectors_is_lerp():
+    a = np.array([1.0, 2.0])
+    t = np.linspace(0.0, 1.0, 5)
+    np.testing.assert_allclose(explore.slerp(a, 3 * a, t), explore.lerp(a, 3 * a, t))
+    assert np.isfinite(explore.slerp(np.zeros(2), a, t)).all()
+
+
+# -- choosing test images -----------------------------------------------------
+
+
+def test_pairs_are_reproducible_and_of_different_classes():
+    labels = np.repeat(np.arange(5), 20)
+    pairs = explore.pick_pairs(labels, 6, seed=3)
+    assert pairs == explore.pick_pairs(labels, 6, seed=3) and len(pairs) == 6
+    assert all(labels[a] != labels[b] for a, b in pairs)
+
+
+def test_default_triples_take_bold_and_thin_of_one_class_and_a_median_of_the_next(digits):
+    x, y = digits.test_images, digits.test_labels
+    triples = explore.default_triples(x, y)
+    ink = x.reshape(len(x), -1).mean(1)
+    assert len(triples) == 10
+    for k, (a, b, c) in enumerate(triples):
+        assert y[a] == y[b] == k and y[c] == (k + 1) % 10
+        assert ink[a] == ink[y == k].max() and ink[b] == ink[y == k].min()
+
+
+@pytest.mark.parametrize("text, message", [("1,2", "not three indices"), ("1,2,x", "not three indices"),
+                                           ("1,2,999", "index 999 is outside"), (";", "empty")])
+def test_bad_triples_are_one_line_errors(text, message):
+    with pytest.raises(explore.ExploreError, match=message):
+        explore.parse_triples(text, 180)
+    assert explore.parse_triples("0,1,2; 3,4,5", 180) == [(0, 1, 2), (3, 4, 5)]
+
+
+# -- the optimal discriminator ------------------------------------------------
+
+
+def test_value_at_d_star_is_minus_2_log_2_plus_2_jsd():
+    x = np.linspace(*explore.GRID)
+    p, q = explore.mixture_pdf(x, explore.P_DATA), explore.mixture_pdf(x, explore.P_G)
+    jsd = explore.jsd(x, p, q)
+    assert 0.0 < jsd < math.log(2.0)
+    assert abs(explore.value_optimal(x, p, q) - (-2 * math.log(2) + 2 * jsd)) < 1e-4
+    # the clipped value() agrees at D*, and D* beats any other D
+    d_star = explore.optimal_discriminator(p, q)
+    assert abs(explore.value(x, p, q, d_star) - explore.value_optimal(x, p, q)) < 1e-4
+    assert explore.value(x, p, q, np.full_like(x, 0.5)) < explore.value_optimal(x, p, q)
+    # JSD is 0 for equal densities and log 2 for disjoint ones
+    assert abs(explore.jsd(x, p, p)) < 1e-12
+    far = explore.mixture_pdf(x, ((1.0, -5.0, 0.3),)), explore.mixture_pdf(x, ((1.0, 5.0, 0.3),))
+    assert abs(explore.jsd(x, *far) - math.log(2.0)) < 1e-4
+
+
+def test_mixture_samples_follow_the_density():
+    s = explore.mixture_sample(np.random.RandomState(0), 200_000, explore.P_DATA)
+    assert abs(s.mean() - (0.5 * -2.0 + 0.5 * 1.5)) < 0.01
+    assert abs((s < -0.25).mean() - 0.5) < 0.005  # the left component's mass
+
+
+def test_trained_discriminator_matches_d_star():
+    result = explore.theory(steps=600, batch_size=256, seed=0)  # a few seconds on CPU
+    f, c = result["figures"], result["curves"]
+    assert f["d_star_mean_error"] < 0.05 and f["d_star_max_error"] < 0.25, f
+    assert abs(f["v_trained"] - f["v_theory"]) < 0.02, f
+    assert abs(f["v_optimal"] - f["v_theory"]) < 1e-4, f
+    # the bars catch a wrong formula: D = p_g / (p_data + p_g) is far from D* and from V(D*)
+    x, p, q = c["x"], c["p_data"], c["p_g"]
+    wrong = q / (p + q)
+    mass = p + q > explore.MASS
+    assert np.abs(wrong - c["d_star"])[mass].mean() > 0.2
+    assert abs(explore.value(x, p, q, wrong) - f["v_theory"]) > 0.5
+
+
+def test_theory_plot_is_written(tmp_path):
+    x = np.linspace(*explore.GRID)
+    p, q = explore.mixture_pdf(x, explore.P_DATA), explore.mixture_pdf(x, explore.P_G)
+    d = explore.optimal_discriminator(p, q)
+    figures = {"d_star_max_error": 0.0, "d_star_mean_error": 0.0, "v_trained": 0.0, "v_optimal": 0.0,
+               "v_theory": 0.0, "jsd": 0.0}
+    path = explore.plot_theory(str(tmp_path / "t.png"), {
+        "figures": figures, "curves": {"x": x, "p_data": p, "p_g": q, "d": d, "d_star": d}})
+    assert Image.open(path).size == (900, 520)
+
+
+# -- the command --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("vae") / "w")
+    proc = run_module("train.run", "--model=vae", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def test_interpolate_writes_rows_of_real_ends_and_decoded_codes(vae_run, tmp_path):
+    out = tmp_path / "i.png"
+    proc = run_module("train.explore", f"--workdir={vae_run}", "--interpolate", "--pairs=2", "--steps=5",
+                      f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {out}" in proc.stdout
+    assert Image.open(out).size == grid_size(rows=4, columns=7)  # lerp + slerp per pair, 5 steps + 2 ends
+
+
+def test_arithmetic_writes_the_vector_additions(vae_run):
+    proc = run_module("train.explore", f"--workdir={vae_run}", "--arithmetic")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    explore_dir = os.path.join(vae_run, "explore")
+    assert Image.open(os.path.join(explore_dir, "arithmetic.png")).size == grid_size(rows=10, columns=4)
+    class_means = Image.open(os.path.join(explore_dir, "arithmetic_class_means.png"))
+    assert class_means.size == grid_size(rows=10, columns=11)
+
+
+def test_arithmetic_of_given_triples(vae_run, tmp_path):
+    written, _ = explore.run(vae_run, ["arithmetic"], str(tmp_path / "a.png"), triples="0,1,2;3,4,5")
+    assert written == [str(tmp_path / "a.png"), str(tmp_path / "a_class_means.png")]
+    assert Image.open(written[0]).size == grid_size(rows=2, columns=4)
+
+
+def test_a_gan_interpolates_prior_draws_but_has_no_arithmetic(tmp_path):
+    workdir = tmp_path / "gan"
+    proc = run_module("train.run", "--model=gan", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_module("train.explore", f"--workdir={workdir}", "--arithmetic")
+    assert proc.returncode == 2
+    assert "holds a gan, which has no encoder: --arithmetic needs one of aae, ae, bigan, cvae, vae" in last_line(proc)
+    assert "Traceback" not in proc.stderr
+    proc = run_module("train.explore", f"--workdir={workdir}", "--interpolate", "--pairs=2", "--steps=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "interpolating between prior draws" in proc.stderr
+    assert Image.open(workdir / "explore" / "interpolate.png").size == grid_size(rows=4, columns=5)
+
+
+def test_an_untrained_workdir_is_a_one_line_error(tmp_path):
+    proc = run_module("train.explore", f"--workdir={tmp_path / 'missing'}", "--interpolate", timeout=120)
+    assert proc.returncode == 2
+    assert re.search(r"no trained model in .*missing.*; run train.run first", last_line(proc)), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("workdir, modes, out, message", [
+    (None, ["arithmetic"], None, "need --workdir=W"),
+    ("w", [], None, "choose what to explore"),
+    (None, ["interpolate", "theory"], "x.png", "--out names one file"),
+])
+def test_bad_choices_are_explore_errors(workdir, modes, out, message):
+    with pytest.raises(explore.ExploreError, match=message):
+        explore.run(workdir, modes, out)
