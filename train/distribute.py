@@ -138,7 +138,7 @@ def check_agree(strat, **counters):
     for name, mean, s, t in zip(names, total / n, squares, total):
         if n * s != t * t:
             raise ValueError(
-                f"the workers restored different checkpoints ({name} {counters[name]} here, {mean:g} on "
-                f"average): every worker reads the chief's checkpoints from the same --workdir path, so "
-                f"it must be on a filesystem that all workers share"
+                f"the workers restored different checkpoints ({name} {counters[name]} on this worker, "
+                f"{mean:g} on average over the workers): every worker reads the chief's checkpoints from "
+                f"the same --workdir path, which must be on a filesystem that all workers share"
             )
