@@ -157,7 +157,7 @@ def test_interpolate_writes_rows_of_real_ends_and_decoded_codes(vae_run, tmp_pat
     proc = run_module("train.explore", f"--workdir={vae_run}", "--interpolate", "--pairs=2", "--steps=5",
                       f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"wrote {out}" in proc.stdout
+    assert f"wrote {out}: test pairs (labels) " in proc.stdout
     assert Image.open(out).size == grid_size(rows=4, columns=7)  # lerp + slerp per pair, 5 steps + 2 ends
 
 
@@ -172,8 +172,9 @@ def test_arithmetic_writes_the_vector_additions(vae_run):
 
 def test_arithmetic_of_given_triples(vae_run, tmp_path):
     written, _ = explore.run(vae_run, ["arithmetic"], str(tmp_path / "a.png"), triples="0,1,2;3,4,5")
-    assert written == [str(tmp_path / "a.png"), str(tmp_path / "a_class_means.png")]
-    assert Image.open(written[0]).size == grid_size(rows=2, columns=4)
+    assert [path for path, _ in written] == [str(tmp_path / "a.png"), str(tmp_path / "a_class_means.png")]
+    assert written[0][1].startswith("test triples a,b,c (labels) 0,1,2 (")
+    assert Image.open(written[0][0]).size == grid_size(rows=2, columns=4)
 
 
 def test_a_gan_interpolates_prior_draws_but_has_no_arithmetic(tmp_path):

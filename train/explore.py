@@ -164,27 +164,40 @@ def pick_pairs(labels, n, seed=0):
     return pairs
 
 
+def norms_note(codes):
+    """'mean |z|: ends E, lerp midpoint L, slerp midpoint S' over pairs of codes [(z_a, z_b), ...]:
+    why slerp (a straight line between two draws of N(0, I) in J dimensions, both
+    of norm about sqrt(J), passes the midpoint at about sqrt(J / 2))."""
+    ends = np.mean([np.linalg.norm(z) for pair in codes for z in pair])
+    mid = [np.mean([np.linalg.norm(f(a, b, [0.5])) for a, b in codes]) for f in (lerp, slerp)]
+    return f"mean |z|: ends {ends:.2f}, lerp midpoint {mid[0]:.2f}, slerp midpoint {mid[1]:.2f}"
+
+
 def interpolation_rows(model, dataset, pairs=4, steps=10, seed=0):
-    """(images [rows * columns, H, W, C], columns) of the interpolation grid
-    (see the module doc): 2 rows per pair, steps + 2 columns with an encoder,
-    `steps` columns between prior draws without one."""
+    """(images [rows * columns, H, W, C], columns, a note of what the rows show)
+    of the interpolation grid (see the module doc): 2 rows per pair, steps + 2
+    columns with an encoder, `steps` columns between prior draws without one."""
     t = np.linspace(0.0, 1.0, steps)
     dec = decoder(model)
-    rows = []
+    rows, codes = [], []
     if hasattr(model, "encode"):
         x, y = dataset.test_images, dataset.test_labels
-        for a, b in pick_pairs(y, pairs, seed):
+        chosen = pick_pairs(y, pairs, seed)
+        for a, b in chosen:
             z_a, z_b = encode(model, x[[a, b]], y[[a, b]])
+            codes.append((z_a, z_b))
             labels = np.full(steps, y[a], np.int32)  # the CVAE draws x_a's class all along
             for path in (lerp, slerp):
                 rows += [x[a : a + 1], dec(path(z_a, z_b, t), labels), x[b : b + 1]]
-        return np.concatenate(rows), steps + 2
+        shown = ", ".join(f"{a}-{b} ({y[a]}-{y[b]})" for a, b in chosen)
+        return np.concatenate(rows), steps + 2, f"test pairs (labels) {shown}; {norms_note(codes)}"
     rng = np.random.RandomState(seed)
     for _ in range(pairs):
         z_a, z_b = rng.randn(2, model.latent_dim)
+        codes.append((z_a, z_b))
         labels = np.full(steps, rng.randint(max(model.num_classes, 1)), np.int32)
         rows += [dec(path(z_a, z_b, t), labels) for path in (lerp, slerp)]
-    return np.concatenate(rows), steps
+    return np.concatenate(rows), steps, f"{pairs} pairs of prior draws; {norms_note(codes)}"
 
 
 # -- --arithmetic ------------------------------------------------------------
@@ -424,7 +437,7 @@ def plot_theory(path, result, size=(900, 520)):
 
 def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=5000, seed=0):
     """Runs the chosen modes (of "interpolate", "arithmetic", "theory"); returns
-    (paths written, theory figures or None)."""
+    ([(path written, what it shows), ...], theory figures or None)."""
     if not modes:
         raise ExploreError("choose what to explore: --interpolate, --arithmetic (both need --workdir) or --theory")
     if out and len(modes) > 1:
@@ -450,17 +463,21 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
             if not hasattr(model, "encode"):
                 logging.warning("%s has no encoder (models with one: %s): interpolating between prior draws "
                                 "z ~ N(0, I) instead of test images", config["model"], encoders)
-            images, columns = interpolation_rows(model, dataset, pairs, steps, seed)
-            written.append(write_grid(path("interpolate.png"), images, columns))
+            images, columns, note = interpolation_rows(model, dataset, pairs, steps, seed)
+            written.append((write_grid(path("interpolate.png"), images, columns), note))
         if "arithmetic" in modes:
             target = path("arithmetic.png")
             triples_ = chosen or default_triples(dataset.test_images, dataset.test_labels)
-            written.append(write_grid(target, arithmetic_rows(model, dataset, triples_), 4))
+            y = dataset.test_labels
+            shown = "; ".join(f"{a},{b},{c} ({y[a]},{y[b]},{y[c]})" for a, b, c in triples_)
+            written.append((write_grid(target, arithmetic_rows(model, dataset, triples_), 4),
+                            f"test triples a,b,c (labels) {shown}"))
             images, columns = class_mean_rows(model, dataset)
-            written.append(write_grid(os.path.splitext(target)[0] + "_class_means.png", images, columns))
+            class_means = write_grid(os.path.splitext(target)[0] + "_class_means.png", images, columns)
+            written.append((class_means, "rows: c, then decode(z_c - m_(y_c) + m_k) for every class k"))
     if "theory" in modes:
         result = theory(theory_steps, seed=seed)
-        written.append(plot_theory(path("theory.png"), result))
+        written.append((plot_theory(path("theory.png"), result), "p_data, p_g, D* and the trained D"))
         figures = result["figures"]
     return written, figures
 
@@ -477,8 +494,8 @@ def main(argv):
     except ExploreError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    for path in written:
-        print(f"wrote {path}")
+    for path, note in written:
+        print(f"wrote {path}: {note}")
     if figures is not None:
         print(json.dumps(figures))
 
