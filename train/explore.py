@@ -124,8 +124,8 @@ def load_run(workdir):
 
 
 def decoder(model):
-    """z, labels -> images: the model's decode, or its generator G(z) where it
-    has none (BiGAN, whose G is the inverse of its encoder E; the GANs)."""
+    """z, labels -> images: the model's decode, or generate(z) = G(z) where it
+    has none (the GANs; a BiGAN without decode, whose G inverts its encoder E)."""
     fn = model.decode if hasattr(model, "decode") else model.generate
     return lambda z, labels: np.asarray(fn(np.asarray(z, np.float32), labels=labels))
 
