@@ -229,6 +229,39 @@ def test_d_steps_discriminator_updates_per_generator_update():
     assert final[3] < final[1]
 
 
+@pytest.mark.parametrize("name", ["dcgan", "cgan"])
+def test_simultaneous_step_takes_both_gradients_at_the_current_players(name):
+    """update=simultaneous: D moves by -lr * grad_D mean d_loss and G by
+    -lr * grad_G mean g_loss, both at the (D, G) of before the step, on one z."""
+    images, labels = real_batch(8)
+    labels = labels if name == "cgan" else None
+    model = build(name, d_dropout=0.0, update="simultaneous")
+    model.compile(d_optimizer=keras.optimizers.SGD(0.1), g_optimizer=keras.optimizers.SGD(0.1))
+    seed = tf.constant([3, 4], tf.int64)
+    z = tf.random.stateless_normal([8, model.latent_dim], seed)
+    d_vars, g_vars = model.discriminator.trainable_variables, model.generator.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        out = model.adversarial_losses(images, labels, z=z, training=True)
+        d_loss, g_loss = tf.reduce_mean(out["d_loss"]), tf.reduce_mean(out["g_loss"])
+    expected = [v.numpy() - 0.1 * g.numpy() for v, g in zip(d_vars, tape.gradient(d_loss, d_vars))]
+    expected += [v.numpy() - 0.1 * g.numpy() for v, g in zip(g_vars, tape.gradient(g_loss, g_vars))]
+    before = [v.numpy() for v in d_vars + g_vars]
+    result = model.simultaneous_step(images, labels, seed=seed)
+    np.testing.assert_allclose(float(tf.reduce_mean(result["g_loss"])), float(g_loss), rtol=1e-5)
+    for v, e, b in zip(d_vars + g_vars, expected, before):
+        np.testing.assert_allclose(v.numpy(), e, atol=1e-5)
+    assert max(float(np.max(np.abs(v.numpy() - b))) for v, b in zip(g_vars, before[len(d_vars):])) > 1e-4
+
+
+def test_simultaneous_update_with_d_steps_makes_k_d_updates_per_g_update():
+    model = build("dcgan", d_steps=3)
+    assert model.config.update == "simultaneous"  # dcgan's default, the TF tutorial's step
+    model.compile(**model.compile_defaults())
+    history = model.fit(dataset(False, n=32, batch=8), epochs=2, verbose=0).history
+    assert int(model.d_optimizer.iterations) == 3 * 8 and int(model.g_optimizer.iterations) == 8
+    assert all(np.isfinite(v).all() for v in history.values())
+
+
 def test_cgan_learns_to_draw_the_class_it_is_given():
     """Two classes: class 0 lights the top half, class 1 the bottom half."""
     keras.utils.set_random_seed(0)

@@ -13,6 +13,12 @@ default `non_saturating` is D: -log D(x) - log(1 - D(G(z))), G: -log D(G(z))).
 G is fixed while D steps and D is fixed while G steps; the G step sees the D
 just updated.
 
+`update=simultaneous` (dcgan's default, the TensorFlow tutorial's step) makes
+the last D update and the G update from one forward pass: one batch of fakes
+G(z), D on the real and on the fake batch, then both gradients, so G's
+gradient is taken against D before its update (a simultaneous gradient step
+on the game). It saves a G forward pass and a D pass per step.
+
 Images are float32 in [0, 1] outside the model; G ends in tanh, so D reads
 x * 2 - 1 and `generate` returns (G(z) + 1) / 2.
 
@@ -34,6 +40,7 @@ from zoo.base import option
 
 # Random streams of base.step_seed (distinct noise for each use in a step).
 D_NOISE, G_NOISE, GP_MIX, EVAL_NOISE = 0, 1, 2, 3
+UPDATES = ("alternating", "simultaneous")
 
 
 @dataclasses.dataclass
@@ -47,6 +54,11 @@ class GANConfig:
     )
     d_dropout: float = option(0.3, "dropout rate in the discriminator (0 for none)")
     gp_weight: float = option(10.0, "gradient-penalty weight (loss=wasserstein_gp only)")
+    update: str = option(
+        "alternating",
+        "alternating: D then G on fresh noise (Algorithm 1); simultaneous: both from one forward pass (faster)",
+        UPDATES,
+    )
 
 
 @dataclasses.dataclass
@@ -55,6 +67,11 @@ class DCGANConfig(GANConfig):
     net: str = option("conv", "generator/discriminator architecture", nets.KINDS)
     real_target: float = option(
         1.0, "discriminator's target for real images; < 1 is one-sided label smoothing, 1 none"
+    )
+    update: str = option(
+        "simultaneous",
+        "alternating: D then G on fresh noise (Algorithm 1); simultaneous: both from one forward pass (faster)",
+        UPDATES,
     )
 
 
@@ -229,16 +246,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
             both = tf.concat([real, fake], axis=0)
             both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
             real_logits, fake_logits = tf.split(self._logits(both, both_cond, True), 2)
-            per_example = self.d_loss_fn(real_logits, fake_logits, self.config.real_target)
-            if self.config.loss == "wasserstein_gp":
-                mix_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, GP_MIX))
-                per_example += losses.gradient_penalty(
-                    lambda x: self._logits(x, cond, True),
-                    real,
-                    fake,
-                    mix_seed,
-                    weight=self.config.gp_weight,
-                )
+            per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
             loss = self.d_optimizer.scale_loss(base.global_mean(per_example))
         self.d_optimizer.apply(tape.gradient(loss, variables), variables)
         return {"d_loss": per_example, "d_real": tf.sigmoid(real_logits), "d_fake": tf.sigmoid(fake_logits)}
@@ -264,18 +272,72 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         self.g_optimizer.apply(tape.gradient(loss, variables), variables)
         return per_example
 
+    def _d_loss(self, real_logits, fake_logits, real, fake, cond, seed):
+        """Per-example d_loss, with the gradient penalty for wasserstein_gp."""
+        per_example = self.d_loss_fn(real_logits, fake_logits, self.config.real_target)
+        if self.config.loss == "wasserstein_gp":
+            mix_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, GP_MIX))
+            per_example += losses.gradient_penalty(
+                lambda x: self._logits(x, cond, True), real, fake, mix_seed, weight=self.config.gp_weight
+            )
+        return per_example
+
+    def simultaneous_step(self, images, labels=None, seed=None):
+        """One D update and one G update from the same fakes G(z) and the same D:
+
+            D descends mean_i d_loss(D(x_i), D(G(z_i))),  G descends mean_i g_loss(D(G(z_i))),
+
+        both gradients taken at the current (D, G). z from `seed` (default: from
+        g_optimizer.iterations). Returns the per-example losses before the update."""
+        self._require_compiled()
+        images = tf.cast(images, tf.float32)
+        if seed is None:
+            seed = self._seed(self.g_optimizer, G_NOISE)
+        cond = self.condition(labels)
+        z = base.replica_normal(tf.shape(images)[0], self.latent_dim, seed)
+        real = base.to_tanh(images)
+        d_vars = self.discriminator.trainable_variables
+        g_vars = self.generator.trainable_variables
+        with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+            fake = self._fake(z, cond, training=True)
+            # Two D passes, not one over the concatenation: G's gradient then
+            # flows back through the fake half only.
+            real_logits = self._logits(real, cond, True)
+            fake_logits = self._logits(fake, cond, True)
+            d_per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
+            g_per_example = self.g_loss_fn(fake_logits)
+            d_loss = self.d_optimizer.scale_loss(base.global_mean(d_per_example))
+            g_loss = self.g_optimizer.scale_loss(base.global_mean(g_per_example))
+        d_grads = d_tape.gradient(d_loss, d_vars)
+        g_grads = g_tape.gradient(g_loss, g_vars)
+        self.d_optimizer.apply(d_grads, d_vars)
+        self.g_optimizer.apply(g_grads, g_vars)
+        return {
+            "d_loss": d_per_example,
+            "g_loss": g_per_example,
+            "d_real": tf.sigmoid(real_logits),
+            "d_fake": tf.sigmoid(fake_logits),
+        }
+
     def train_step(self, data):
         """Algorithm 1: d_steps D updates on this real batch, each with fresh
         noise (seeded by d_optimizer.iterations), then one G update on a fresh
-        batch of as many fakes (seeded by g_optimizer.iterations)."""
+        batch of as many fakes (seeded by g_optimizer.iterations). With
+        update=simultaneous the last D update and the G update are one
+        `simultaneous_step`."""
         images, labels = base.unpack(data)
         if self.conditional:
             self.require_labels(labels)
+        simultaneous = self.config.update == "simultaneous"
         d_start = tf.cast(self.d_optimizer.iterations, tf.int64)
-        for k in range(int(self.config.d_steps)):
+        for k in range(int(self.config.d_steps) - int(simultaneous)):
             seed = base.step_seed(self.seed, d_start + k, D_NOISE)
             d = self.discriminator_step(images, labels, seed=seed)
-        g_loss = self.generator_step(tf.shape(images)[0], labels)
+        if simultaneous:
+            d = self.simultaneous_step(images, labels)
+            g_loss = d["g_loss"]
+        else:
+            g_loss = self.generator_step(tf.shape(images)[0], labels)
         return self.track(d_loss=d["d_loss"], g_loss=g_loss, d_real=d["d_real"], d_fake=d["d_fake"])
 
     def test_step(self, data):
