@@ -48,7 +48,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import base, distributions, losses, nets
+from zoo import base, distributions, losses, nets, samplers
 from zoo.base import option
 
 PRIORS = ("normal", "gmm")
@@ -60,6 +60,7 @@ _EVAL = 10  # offset of the streams that test_step uses
 GAME_LR_RATIO = 0.2  # learning rate of the latent game / that of the reconstruction
 
 
+@samplers.with_sampler_options
 @dataclasses.dataclass
 class AAEConfig:
     latent_dim: int = option(8, "size of the code z")
@@ -86,7 +87,7 @@ def replica_randint(batch_size, maxval, seed):
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class AAE(base.MultiOptimizer, base.ZooModel):
+class AAE(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
     """Adversarial autoencoder; see the module docstring for the objective.
 
     compile(ae_optimizer, d_optimizer, g_optimizer): Adam by default (see
@@ -184,17 +185,16 @@ class AAE(base.MultiOptimizer, base.ZooModel):
     def reconstruct(self, images, labels=None):
         return self.decode(self.encode(images))
 
-    def generate(self, n_or_z, labels=None, seed=None):
-        """Images decoded from prior samples. n_or_z is standard-normal eps (drawn
-        now for an int n), mapped through prior_transform: z = eps for the normal
-        prior; for the gmm, z = mu_k + gmm_std * eps with k = labels[i] when labels
-        are given (an int labels picks one component for all), else k = i mod K
-        (every component in turn, so a batch of n >= K shows them all)."""
-        eps = self.noise(n_or_z, seed)
+    def prior_codes(self, eps, labels=None):
+        """Prior samples for generate (sampler "prior") from standard-normal eps,
+        through prior_transform: z = eps for the normal prior; for the gmm,
+        z = mu_k + gmm_std * eps with k = labels[i] when labels are given (an int
+        labels picks one component for all), else k = i mod K (every component
+        in turn, so a batch of n >= K shows them all)."""
         components = None
         if labels is not None and self.config.prior == "gmm":
             components = self.as_labels(labels, tf.shape(eps)[0])
-        return self.decode(self.prior_transform(eps, components))
+        return self.prior_transform(eps, components)
 
     def discriminate(self, z, labels=None):
         """D's probability [B] that z is a prior sample (not a code)."""

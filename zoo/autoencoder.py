@@ -5,10 +5,11 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo import base, distributions, nets
+from zoo import base, distributions, nets, samplers
 from zoo.base import option
 
 
+@samplers.with_sampler_options
 @dataclasses.dataclass
 class AEConfig:
     latent_dim: int = option(16, "size of the code z")
@@ -18,16 +19,18 @@ class AEConfig:
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class AE(base.ZooModel):
+class AE(samplers.CodeSampler, base.ZooModel):
     """Reconstruction loss per image: bce = sum -[x log x' + (1-x) log(1-x')], or
     mse = sum (x - x')^2, with x' = sigmoid(D(E(x))).
 
-    An AE has no prior, so `generate` samples a Gaussian fitted to the training
-    codes: z = m + L eps, eps ~ N(0, I), L L^T = C, where m and C are moving
-    averages (momentum `code_momentum`, like batch norm's moving statistics) of
-    the batch mean and batch covariance of E(x), updated by every train step.
+    An AE has no prior, so its sampler "prior" (the default of `generate`) is a
+    Gaussian of the training codes: z = m + L eps, eps ~ N(0, I), L L^T = C,
+    where m and C are moving averages (momentum `code_momentum`, like batch
+    norm's moving statistics) of the batch mean and batch covariance of E(x),
+    updated by every train step.
     m and C are non-trainable weights, so they are saved, checkpointed and
-    exported with the model. Before training they are 0 and I."""
+    exported with the model. Before training they are 0 and I. (The samplers
+    "gaussian" and "gmm" are fitted to all training codes after training.)"""
 
     Config = AEConfig
     tracked = ("loss",)
@@ -61,11 +64,9 @@ class AE(base.ZooModel):
         cov = tf.convert_to_tensor(self.code_cov)
         return tf.linalg.cholesky(cov + 1e-5 * tf.eye(self.latent_dim))
 
-    def generate(self, n_or_z, labels=None, seed=None):
-        """Images from z = m + L eps with eps the standard-normal input (see class doc)."""
-        eps = self.noise(n_or_z, seed)
-        z = self.code_mean + tf.linalg.matvec(self.code_scale(), eps)
-        return self.decode(z)
+    def prior_codes(self, eps, labels=None):
+        """z = m + L eps, the moving-average Gaussian of codes (see class doc)."""
+        return self.code_mean + tf.linalg.matvec(self.code_scale(), eps)
 
     def call(self, inputs, training=False):
         images, _ = base.unpack(inputs)

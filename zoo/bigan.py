@@ -28,7 +28,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo import base, losses, nets
+from zoo import base, losses, nets, samplers
 from zoo.base import option
 
 BIGAN_LOSSES = ("non_saturating", "minimax")  # the sigmoid losses, whose label flip is -logit
@@ -37,6 +37,7 @@ _D_NOISE, _GE_NOISE = 1, 2  # random streams of one train step
 _EVAL = 10
 
 
+@samplers.with_sampler_options
 @dataclasses.dataclass
 class BiGANConfig:
     latent_dim: int = option(50, "size of the code z")
@@ -46,11 +47,12 @@ class BiGANConfig:
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class BiGAN(base.MultiOptimizer, base.ZooModel):
+class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
     """BiGAN; see the module docstring for the objective.
 
     compile(d_optimizer, ge_optimizer): Adam(2e-4, beta_1=0.5) by default.
-    encode(x) -> E(x); generate(n or z) -> G(z); reconstruct(x) -> G(E(x));
+    encode(x) -> E(x); generate(n or z) -> G(z) (z from the sampler, N(0, I) by
+    default); decode(z) -> G(z); reconstruct(x) -> G(E(x));
     discriminate(x, z) -> D's probability that (x, z) is a data pair."""
 
     Config = BiGANConfig
@@ -73,9 +75,13 @@ class BiGAN(base.MultiOptimizer, base.ZooModel):
     def encode(self, images, labels=None):
         return tf.cast(self.encoder(base.to_tanh(images)), tf.float32)
 
-    def generate(self, n_or_z, labels=None, seed=None):
-        """Images G(z) in [0, 1] from z ~ N(0, I): `n` new draws, or the given z."""
-        return base.from_tanh(self.generator(self.noise(n_or_z, seed)))
+    def prior_codes(self, eps, labels=None):
+        """z ~ p(z) = N(0, I) is eps itself."""
+        return eps
+
+    def decode(self, z, labels=None):
+        """Images G(z) in [0, 1]."""
+        return base.from_tanh(self.generator(tf.convert_to_tensor(z, tf.float32)))
 
     def reconstruct(self, images, labels=None):
         """G(E(x)) in [0, 1]: the image BiGAN's inverse mapping leads back to."""

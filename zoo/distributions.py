@@ -1,5 +1,5 @@
-"""tfp distributions of the latent-variable models: posteriors q(z|x), priors p(z)
-and decoder likelihoods p(x|z). Plain tfd objects built from network outputs,
+"""tfp distributions of the latent-variable models: posteriors q(z|x) (diagonal,
+banded), priors p(z) (N(0, I), a learned Gaussian mixture) and decoder likelihoods p(x|z). Plain tfd objects built from network outputs,
 inside Keras 3 models (tfp.layers needs the old tf_keras, so it is not used)."""
 
 import tensorflow as tf
@@ -8,6 +8,8 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+POSTERIORS = ("diagonal", "banded")
+PRIORS = ("normal", "gmm")
 MIN_SCALE = 1e-4
 
 
@@ -18,15 +20,71 @@ def diagonal_posterior(params):
     return tfd.MultivariateNormalDiag(loc=mu, scale_diag=tf.nn.softplus(s) + MIN_SCALE)
 
 
+def posterior_size(kind, latent_dim):
+    """Numbers per row the encoder outputs for a posterior of `kind`:
+    diagonal J means + J scales = 2J; banded J means + J diagonal + J - 1
+    sub-diagonal entries of L = 3J - 1."""
+    if kind == "diagonal":
+        return 2 * latent_dim
+    if kind == "banded":
+        return 3 * latent_dim - 1
+    raise ValueError(f"posterior={kind!r} is not valid; choose one of: {', '.join(POSTERIORS)}")
+
+
+def posterior(kind, params):
+    """q(z|x) of `kind` from the encoder's outputs (see diagonal_posterior, banded_posterior)."""
+    return {"diagonal": diagonal_posterior, "banded": banded_posterior}[kind](params)
+
+
+def banded_scale(params):
+    """L [..., J, J] of the banded posterior from params = [mu, s, b] (3J - 1
+    numbers per row): lower bidiagonal, L_ii = softplus(s_i) + 1e-4 (positive,
+    so L is a Cholesky factor), L_{i+1,i} = b_i, zero elsewhere."""
+    j = (params.shape[-1] + 1) // 3
+    _, s, b = tf.split(params, [j, j, j - 1], axis=-1)
+    return tf.linalg.diag(tf.nn.softplus(s) + MIN_SCALE) + tf.linalg.diag(b, k=-1)
+
+
+def banded_posterior(params):
+    """q(z|x) = N(mu, L L^T), L = banded_scale(params): a full Gaussian whose
+    covariance L L^T is tridiagonal, so neighbouring latents correlate
+    (Sigma_ii = L_ii^2 + L_{i,i-1}^2, Sigma_{i+1,i} = L_{i+1,i} L_ii), at 2J - 1
+    scale parameters instead of J for the diagonal posterior."""
+    params = tf.convert_to_tensor(params)
+    j = (params.shape[-1] + 1) // 3
+    return tfd.MultivariateNormalTriL(loc=params[..., :j], scale_tril=banded_scale(params))
+
+
 def standard_normal_prior(latent_dim):
     """p(z) = N(0, I)."""
     return tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim]))
 
 
+def mixture_prior(logits, means, raw_scales):
+    """The learned prior p(z) = sum_k pi_k N(z; mu_k, diag sigma_k^2) with
+    pi = softmax(logits) [K], mu_k = means [K, J], sigma_k = softplus(raw_scales) + 1e-4 [K, J]."""
+    return tfd.MixtureSameFamily(
+        mixture_distribution=tfd.Categorical(logits=logits),
+        components_distribution=tfd.MultivariateNormalDiag(
+            loc=means, scale_diag=tf.nn.softplus(raw_scales) + MIN_SCALE
+        ),
+    )
+
+
 def kl_to_prior(posterior, prior):
-    """KL(q(z|x) || p(z)) per example: analytic via tfd.kl_divergence (for a
-    Gaussian vs N(0, I): -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2))."""
+    """KL(q(z|x) || p(z)) per example: analytic via tfd.kl_divergence, for any
+    Gaussian q (diagonal or banded) against the Gaussian prior N(0, I):
+    1/2 (tr Sigma + mu^T mu - J - log det Sigma), which for the diagonal q is
+    -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)."""
     return tfd.kl_divergence(posterior, prior)
+
+
+def monte_carlo_kl(posterior, prior, z):
+    """KL(q(z|x) || p(z)) per example estimated from one sample: log q(z|x) - log p(z)
+    at z ~ q(z|x). For priors without an analytic KL (the Gaussian mixture).
+    Unbiased; pass the reparameterised z of the reconstruction term, so the
+    ELBO is estimated at a single sample and its gradient flows through z."""
+    return posterior.log_prob(z) - prior.log_prob(z)
 
 
 def likelihood(kind, outputs, log_scale=None):

@@ -1,8 +1,15 @@
 """The variational autoencoder and its conditional twin.
 
 Maximises the ELBO  E_q[log p(x|z)] - KL(q(z|x) || p(z))  with q(z|x) a tfp
-MultivariateNormalDiag sampled by reparameterisation, p(z) = N(0, I) and the KL
-analytic (tfd.kl_divergence). The loss is the negative ELBO per example, in nats.
+Gaussian sampled by reparameterisation. The loss is the negative ELBO per
+example, in nats.
+
+posterior: diagonal  q(z|x) = N(mu, diag sigma^2)   (2J encoder outputs)
+           banded    q(z|x) = N(mu, L L^T), L lower bidiagonal   (3J - 1 outputs)
+prior:     normal    p(z) = N(0, I), the KL analytic (tfd.kl_divergence)
+           gmm       p(z) = sum_k pi_k N(mu_k, diag sigma_k^2), learned with the
+                     networks; the KL is the single-sample Monte Carlo estimate
+                     log q(z|x) - log p(z) at the z of the reconstruction term.
 """
 
 import dataclasses
@@ -11,10 +18,11 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import base, distributions, nets
+from zoo import base, distributions, nets, samplers
 from zoo.base import option
 
 
+@samplers.with_sampler_options
 @dataclasses.dataclass
 class VAEConfig:
     latent_dim: int = option(16, "size of the latent code z")
@@ -22,13 +30,21 @@ class VAEConfig:
     likelihood: str = option("bernoulli", "decoder likelihood p(x|z)", distributions.LIKELIHOODS)
     gaussian_scale: float = option(0.1, "std of the Gaussian likelihood (its start value if learned)")
     learn_scale: bool = option(False, "learn the Gaussian likelihood's std, one per channel")
+    posterior: str = option(
+        "diagonal", "q(z|x): diagonal covariance, or banded (L L^T with L lower bidiagonal)",
+        distributions.POSTERIORS,
+    )
+    prior: str = option("normal", "p(z): N(0, I), or a learned Gaussian mixture (gmm)", distributions.PRIORS)
+    prior_components: int = option(10, "number of Gaussians of the gmm prior")
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class VAE(base.ZooModel):
-    """q(z|x) = N(mu(x), diag sigma(x)^2), p(z) = N(0, I), p(x|z) Bernoulli or Gaussian.
+class VAE(samplers.CodeSampler, base.ZooModel):
+    """q(z|x) = N(mu(x), Sigma(x)) (diagonal or banded), p(z) = N(0, I) or a
+    learned mixture, p(x|z) Bernoulli or Gaussian.
 
-    loss = -ELBO = -log p(x|z) + KL(q(z|x) || p(z)),  z = mu + sigma * eps."""
+    loss = -ELBO = -log p(x|z) + KL(q(z|x) || p(z)),  z = mu + L eps (L = diag sigma
+    for the diagonal posterior)."""
 
     Config = VAEConfig
     tracked = ("loss", "reconstruction", "kl")
@@ -38,7 +54,8 @@ class VAE(base.ZooModel):
         super().__init__(image_shape, num_classes, **kwargs)
         c = self.config
         cond = self.num_classes if self.conditional else 0
-        self.encoder = nets.encoder(c.net, self.image_shape, 2 * self.latent_dim, cond_dim=cond)
+        out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
+        self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
         self.decoder = nets.decoder(c.net, self.latent_dim + cond, self.image_shape)
         self.log_scale = self.add_weight(
             shape=(self.image_shape[-1],),
@@ -46,7 +63,25 @@ class VAE(base.ZooModel):
             trainable=c.learn_scale and c.likelihood == "gaussian",
             name="log_scale",
         )
+        if c.prior == "gmm":
+            self._add_mixture_prior(c.prior_components)
         self.built = True
+
+    def _add_mixture_prior(self, k):
+        """Trainable weights of the gmm prior: logits 0 (pi_k = 1/K), means a
+        fixed-seed N(0, 1) draw (so the components start apart), scales 1."""
+        if k < 1:
+            raise ValueError(f"prior_components must be >= 1, got {k}")
+        j = self.latent_dim
+        unit = math.log(math.expm1(1.0 - distributions.MIN_SCALE))  # softplus^-1: scale 1
+        self.prior_logits = self.add_weight(shape=(k,), initializer="zeros", name="prior_logits")
+        self.prior_means = self.add_weight(
+            shape=(k, j), initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
+            name="prior_means",
+        )
+        self.prior_raw_scales = self.add_weight(
+            shape=(k, j), initializer=keras.initializers.Constant(unit), name="prior_raw_scales"
+        )
 
     # -- the probabilistic model ---------------------------------------------
     def _with_labels(self, inputs, labels):
@@ -56,11 +91,36 @@ class VAE(base.ZooModel):
         return [inputs, self.one_hot(self.require_labels(labels))]
 
     def posterior(self, images, labels=None):
-        """q(z|x) (q(z|x, y) for the CVAE) as a tfd.MultivariateNormalDiag."""
-        return distributions.diagonal_posterior(self.encoder(self._with_labels(images, labels)))
+        """q(z|x) (q(z|x, y) for the CVAE): a tfd.MultivariateNormalDiag, or
+        MultivariateNormalTriL for the banded posterior."""
+        params = self.encoder(self._with_labels(images, labels))
+        return distributions.posterior(self.config.posterior, params)
 
     def prior(self):
-        return distributions.standard_normal_prior(self.latent_dim)
+        """p(z): N(0, I), or the learned mixture (distributions.mixture_prior)."""
+        if self.config.prior == "normal":
+            return distributions.standard_normal_prior(self.latent_dim)
+        return distributions.mixture_prior(self.prior_logits, self.prior_means, self.prior_raw_scales)
+
+    def prior_codes(self, eps, labels=None):
+        """A sample of p(z) from eps ~ N(0, I): eps itself for N(0, I); for the
+        gmm the exact transform samplers.mixture_transform."""
+        if self.config.prior == "normal":
+            return eps
+        p = self.prior()
+        components = p.components_distribution
+        return samplers.mixture_transform(
+            eps, p.mixture_distribution.probs_parameter(), components.loc, components.scale.to_dense()
+        )
+
+    def kl(self, posterior, z):
+        """KL(q(z|x) || p(z)) per example: analytic for p = N(0, I)
+        (distributions.kl_to_prior); for the gmm prior the single-sample Monte
+        Carlo estimate log q(z|x) - log p(z) at z, the sample of the
+        reconstruction term (distributions.monte_carlo_kl)."""
+        if self.config.prior == "normal":
+            return distributions.kl_to_prior(posterior, self.prior())
+        return distributions.monte_carlo_kl(posterior, self.prior(), z)
 
     def _decoder_outputs(self, z, labels=None):
         if self.conditional:
@@ -78,8 +138,7 @@ class VAE(base.ZooModel):
         q = self.posterior(images, labels)
         z = q.sample(seed=seed)
         reconstruction = -self.likelihood(z, labels).log_prob(images)
-        kl = distributions.kl_to_prior(q, self.prior())
-        return reconstruction, kl
+        return reconstruction, self.kl(q, z)
 
     def iwae_bound(self, images, labels=None, k=64, seed=None):
         """log p(x) estimated by importance sampling with K draws from q(z|x)
@@ -103,13 +162,6 @@ class VAE(base.ZooModel):
 
     def decode(self, z, labels=None):
         return distributions.likelihood_mean(self._decoder_outputs(z, labels))
-
-    def generate(self, n_or_z, labels=None, seed=None):
-        """Images from z ~ p(z) = N(0, I): `n` new draws, or the given z."""
-        z = self.noise(n_or_z, seed)
-        if self.conditional:
-            labels = self.as_labels(self.require_labels(labels), tf.shape(z)[0])
-        return self.decode(z, labels)
 
     def reconstruct(self, images, labels=None):
         return self.decode(self.encode(images, labels), labels)
@@ -148,7 +200,8 @@ class VAE(base.ZooModel):
 
 @keras.saving.register_keras_serializable(package="genzoo")
 class CVAE(VAE):
-    """The conditional VAE: q(z|x, y), p(x|z, y) with y one-hot, p(z) = N(0, I);
-    loss = -log p(x|z, y) + KL(q(z|x, y) || p(z)). generate(n, labels=y) draws digit y."""
+    """The conditional VAE: q(z|x, y), p(x|z, y) with y one-hot, p(z) as the VAE's;
+    loss = -log p(x|z, y) + KL(q(z|x, y) || p(z)). generate(n, labels=y) draws digit y.
+    The fitted samplers ignore y: they model the codes of all classes together."""
 
     conditional = True

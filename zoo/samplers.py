@@ -1,0 +1,212 @@
+"""Latent samplers of the models with an encoder (AE, VAE, CVAE, AAE, BiGAN).
+
+A model's prior is often a poor description of where its codes actually lie
+(the "holes" of a VAE's aggregate posterior, an AE that has no prior at all).
+`CodeSampler` lets such a model generate from a distribution fitted to the
+codes of its training images instead:
+
+- prior:    the model's own p(z) (`prior_codes`; for the AE, its moving-average
+            Gaussian of codes);
+- gaussian: one full-covariance Gaussian N(m, L L^T), fitted by maximum likelihood;
+- gmm:      sum_k pi_k N(mu_k, L_k L_k^T), `sampler_components` full-covariance
+            Gaussians fitted by EM (sklearn.mixture.GaussianMixture, fixed random_state).
+
+Serving contract: `generate` takes z ~ N(0, I) [B, J] and maps it
+deterministically to a sample of the sampler (gaussian_transform,
+mixture_transform), so the exported `generate` signature keeps its input and
+the fitted parameters are baked into the SavedModel as variables.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.base import option
+
+SAMPLERS = ("prior", "gaussian", "gmm")
+JITTER = 1e-6  # added to a fitted covariance's diagonal so its Cholesky factor exists
+U_CLIP = 1e-6  # keeps the re-used uniform inside (0, 1), where Phi^-1 is finite
+
+
+def with_sampler_options(config_class):
+    """Class decorator of a model's Config dataclass: the same options followed
+    by `sampler` and `sampler_components` (after the model's own, so listings
+    start with the options that matter most)."""
+    fields = [
+        ("sampler", str, option(
+            "prior",
+            "distribution of the codes generate() decodes: the model's prior, or a gaussian / "
+            "gmm fitted to the training codes after training",
+            SAMPLERS,
+        )),
+        ("sampler_components", int, option(10, "number of Gaussians of the gmm sampler")),
+    ]
+    extended = dataclasses.make_dataclass(config_class.__name__, fields, bases=(config_class,))
+    extended.__module__, extended.__qualname__ = config_class.__module__, config_class.__qualname__
+    extended.__doc__ = config_class.__doc__
+    return extended
+
+
+def gaussian_transform(eps, mean, scale_tril):
+    """z = m + L eps: a sample of N(m, L L^T) for eps ~ N(0, I) [B, J]."""
+    return mean + tf.linalg.matvec(scale_tril, eps)
+
+
+def mixture_transform(eps, weights, means, scale_trils):
+    """Maps eps ~ N(0, I) [B, J] deterministically to a sample of the mixture
+    sum_k pi_k N(mu_k, L_k L_k^T)  (weights [K], means [K, J], scale_trils [K, J, J]).
+
+    The first coordinate picks the component and is then reused:
+        u = Phi(eps_0) ~ U(0, 1),   k = the k with c_{k-1} <= u < c_k,  c_k = pi_1 + ... + pi_k,
+    so P(k) = pi_k; given k, u' = (u - c_{k-1}) / pi_k is again U(0, 1) and
+    independent of k, hence
+        eps' = (Phi^-1(u'), eps_1, ..., eps_{J-1}) ~ N(0, I),   z = mu_k + L_k eps'
+    is exactly a mixture sample. u' is clipped to [1e-6, 1 - 1e-6] (Phi^-1 is
+    infinite at 0 and 1); u runs in float64 so the rescaling by 1/pi_k keeps
+    the resolution of eps_0."""
+    eps = tf.convert_to_tensor(eps, tf.float32)
+    weights = tf.cast(tf.convert_to_tensor(weights), tf.float64)
+    upper = tf.cumsum(weights)  # c_k
+    lower = upper - weights  # c_{k-1}
+    u = 0.5 * tf.math.erfc(-tf.cast(eps[:, 0], tf.float64) / np.sqrt(2.0))  # Phi, exact in the lower tail
+    k = tf.reduce_sum(tf.cast(u[:, None] >= upper, tf.int32), axis=1)
+    k = tf.minimum(k, tf.shape(weights)[0] - 1)  # u above a rounded c_K < 1
+    pi_k = tf.maximum(tf.gather(weights, k), 1e-300)
+    u_new = tf.clip_by_value((u - tf.gather(lower, k)) / pi_k, U_CLIP, 1.0 - U_CLIP)
+    first = tf.cast(tf.math.ndtri(u_new), tf.float32)
+    eps = tf.concat([first[:, None], eps[:, 1:]], axis=1)
+    means = tf.convert_to_tensor(means, tf.float32)
+    scale_trils = tf.convert_to_tensor(scale_trils, tf.float32)
+    return gaussian_transform(eps, tf.gather(means, k), tf.gather(scale_trils, k))
+
+
+def fit_gaussian(codes):
+    """(mean [J], L [J, J]): the maximum-likelihood Gaussian of codes [N, J],
+    m = 1/N sum z_i, L L^T = 1/N sum (z_i - m)(z_i - m)^T + 1e-6 I."""
+    codes = np.asarray(codes, np.float64)
+    mean = codes.mean(axis=0)
+    cov = np.cov(codes, rowvar=False, bias=True).reshape(codes.shape[1], codes.shape[1])
+    return mean, np.linalg.cholesky(cov + JITTER * np.eye(codes.shape[1]))
+
+
+def fit_gmm(codes, components, seed=0):
+    """(weights [K], means [K, J], Cholesky factors [K, J, J]) of a K-component
+    full-covariance Gaussian mixture fitted to codes [N, J] by EM (k-means
+    initialisation, fixed random_state, so a refit gives the same mixture)."""
+    from sklearn.mixture import GaussianMixture  # only fitting needs scikit-learn
+
+    codes = np.asarray(codes, np.float64)
+    if len(codes) < components:
+        raise ValueError(f"fitting {components} components needs at least {components} codes, got {len(codes)}")
+    gmm = GaussianMixture(components, covariance_type="full", reg_covar=JITTER, random_state=seed)
+    gmm.fit(codes)
+    return gmm.weights_, gmm.means_, np.linalg.cholesky(gmm.covariances_)
+
+
+def _batched_eye(k, j):
+    return lambda shape, dtype=None: tf.eye(j, batch_shape=[k], dtype=dtype)
+
+
+class CodeSampler:
+    """Mixin of the models with an encoder: generate(n_or_z, labels, seed, sampler)
+    decodes codes of the chosen sampler (see the module docstring).
+
+    The model provides encode(images, labels), decode(z, labels) and
+    prior_codes(eps, labels): its prior as a map of eps ~ N(0, I). Its Config
+    is decorated with with_sampler_options. The fitted parameters are non-trainable
+    weights (saved in .keras, checkpointed, exported); fit_sampler sets them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        j, k = self.latent_dim, self.config.sampler_components
+        if k < 1:
+            raise ValueError(f"sampler_components must be >= 1, got {k}")
+
+        def weight(name, shape, initializer):
+            return self.add_weight(shape=shape, initializer=initializer, trainable=False, name=name)
+
+        self.sampler_fitted = weight("sampler_fitted", (), "zeros")  # 1 once fit_sampler has run
+        self.gaussian_mean = weight("gaussian_mean", (j,), "zeros")
+        self.gaussian_scale = weight("gaussian_scale", (j, j), "identity")
+        self.gmm_weights = weight("gmm_weights", (k,), keras.initializers.Constant(1.0 / k))
+        self.gmm_means = weight("gmm_means", (k, j), "zeros")
+        self.gmm_scales = weight("gmm_scales", (k, j, j), _batched_eye(k, j))
+
+    # -- fitting -----------------------------------------------------------------
+    def training_codes(self, images, labels=None, batch_size=256):
+        """encode(x) (the posterior mean where there is one) [N, J] as numpy, in batches."""
+        codes = []
+        for start in range(0, len(images), batch_size):
+            batch_labels = labels[start : start + batch_size] if self.conditional else None
+            codes.append(np.asarray(self.encode(images[start : start + batch_size], batch_labels)))
+        return np.concatenate(codes).astype(np.float64)
+
+    def fit_sampler(self, images, labels=None, batch_size=256):
+        """Fits the gaussian and the gmm sampler to the codes of `images` (the
+        training set; labels only for conditional encoders) and marks the
+        sampler fitted. Returns the codes."""
+        codes = self.training_codes(images, self.require_labels(labels), batch_size)
+        mean, scale = fit_gaussian(codes)
+        weights, means, scales = fit_gmm(codes, self.config.sampler_components, seed=self.seed)
+        for variable, value in (
+            (self.gaussian_mean, mean),
+            (self.gaussian_scale, scale),
+            (self.gmm_weights, weights),
+            (self.gmm_means, means),
+            (self.gmm_scales, scales),
+            (self.sampler_fitted, 1.0),
+        ):
+            variable.assign(np.asarray(value, np.float32))
+        return codes
+
+    def _require_fitted(self, sampler):
+        """ValueError (eagerly; an assertion inside a tf.function) unless fit_sampler has run."""
+        message = (
+            f"sampler={sampler!r} draws from a distribution fitted to the training codes: "
+            f"call model.fit_sampler(train_images) first (train.run does after training)"
+        )
+        if tf.executing_eagerly():
+            if float(np.asarray(self.sampler_fitted)) <= 0:
+                raise ValueError(message)
+        else:
+            tf.debugging.assert_positive(tf.convert_to_tensor(self.sampler_fitted), message=message)
+
+    # -- sampling ------------------------------------------------------------------
+    def fitted_codes(self, eps, sampler):
+        """Codes of the fitted `sampler` ("gaussian" or "gmm") from eps ~ N(0, I)."""
+        if sampler == "gaussian":
+            mean, scale = tf.convert_to_tensor(self.gaussian_mean), tf.convert_to_tensor(self.gaussian_scale)
+            return gaussian_transform(eps, mean, scale)
+        return mixture_transform(eps, self.gmm_weights, self.gmm_means, self.gmm_scales)
+
+    def sample_codes(self, eps, labels=None, sampler=None):
+        """Codes z [B, J] from eps ~ N(0, I) [B, J]: prior_codes for "prior",
+        else the fitted transform. sampler=None takes config.sampler, and while
+        fit_sampler has not run that default falls back to the prior (so the
+        sample grids of a run in progress show p(z)); a sampler named
+        explicitly must be fitted."""
+        if sampler is not None and sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
+        eps = tf.convert_to_tensor(eps, tf.float32)
+        if sampler is None and self.config.sampler != "prior":
+            return tf.cond(
+                tf.convert_to_tensor(self.sampler_fitted) > 0,
+                lambda: self.fitted_codes(eps, self.config.sampler),
+                lambda: self.prior_codes(eps, labels),
+            )
+        if sampler is None or sampler == "prior":
+            return self.prior_codes(eps, labels)
+        self._require_fitted(sampler)
+        return self.fitted_codes(eps, sampler)
+
+    def generate(self, n_or_z, labels=None, seed=None, sampler=None):
+        """Images decoded from codes of `sampler` (prior, gaussian or gmm;
+        default config.sampler): n_or_z is eps ~ N(0, I) [B, J] (`n` rows drawn
+        now, or as given), mapped deterministically by sample_codes. Conditional
+        models need labels."""
+        eps = self.noise(n_or_z, seed)
+        if self.conditional:
+            labels = self.as_labels(self.require_labels(labels), tf.shape(eps)[0])
+        return self.decode(self.sample_codes(eps, labels, sampler), labels)
