@@ -278,6 +278,8 @@ def train(
         )
 
     if writer:
+        if hasattr(model, "fit_sampler"):  # samplers fitted to the training codes
+            model.fit_sampler(dataset.train_images, dataset.train_labels)
         keras_path = os.path.join(out_dir, "model.keras")
         model.save(keras_path + ".tmp.keras")
         os.replace(keras_path + ".tmp.keras", keras_path)

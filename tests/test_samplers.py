@@ -1,0 +1,173 @@
+"""Latent samplers fitted to training codes (zoo/samplers.py): the exact
+N(0, I) -> mixture transform, the fits, every encoder model's generate, and
+.keras, checkpoint, SavedModel and train.run carrying the fitted parameters."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.special import ndtr, ndtri
+
+import keras
+import zoo
+from conftest import run_module
+from export import saved_model
+from zoo import samplers
+
+LATENT = 3
+
+# A known mixture: unequal weights, separated means, correlated components.
+WEIGHTS = np.array([0.2, 0.5, 0.3])
+MEANS = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+SCALES = np.array([[[1.0, 0.0], [0.5, 0.8]], [[0.6, 0.0], [-0.3, 1.2]], [[1.5, 0.0], [0.0, 0.4]]])
+
+
+def nearest_component(z):
+    return np.argmin(((z[:, None] - MEANS) ** 2).sum(-1), axis=1)
+
+
+def test_mixture_transform_of_standard_normals_samples_the_mixture():
+    eps = tf.random.stateless_normal([20000, 2], [1, 2])
+    z = samplers.mixture_transform(eps, WEIGHTS, MEANS, SCALES).numpy()
+    np.testing.assert_array_equal(z, samplers.mixture_transform(eps, WEIGHTS, MEANS, SCALES).numpy())
+    # the documented formula in numpy: k by Phi(eps_0) against the cumulative weights, eps_0 reused
+    e = eps.numpy().astype(np.float64)
+    u = ndtr(e[:, 0])
+    k = np.searchsorted(np.cumsum(WEIGHTS), u, side="right")
+    e[:, 0] = ndtri(np.clip((u - (np.cumsum(WEIGHTS) - WEIGHTS)[k]) / WEIGHTS[k], 1e-6, 1 - 1e-6))
+    np.testing.assert_allclose(z, MEANS[k] + np.einsum("nij,nj->ni", SCALES[k], e), atol=1e-4)
+    # and the samples follow the mixture: component frequencies, moments, whitened N(0, I)
+    np.testing.assert_allclose(np.bincount(nearest_component(z), minlength=3) / len(z), WEIGHTS, atol=0.02)
+    for c in range(3):
+        zc = z[k == c]
+        np.testing.assert_allclose(zc.mean(0), MEANS[c], atol=0.05)
+        np.testing.assert_allclose(np.cov(zc.T), SCALES[c] @ SCALES[c].T, atol=0.08)
+        white = np.linalg.solve(SCALES[c], (zc - MEANS[c]).T).T
+        np.testing.assert_allclose(white.mean(0), 0.0, atol=0.05)
+        np.testing.assert_allclose(white.std(0), 1.0, atol=0.05)
+        np.testing.assert_allclose(np.corrcoef(white.T)[0, 1], 0.0, atol=0.05)
+
+
+def test_gaussian_transform_and_fits_match_numpy():
+    rng = np.random.RandomState(0)
+    codes = rng.randn(3000, 2) @ SCALES[0].T + MEANS[0]
+    mean, scale = samplers.fit_gaussian(codes)
+    np.testing.assert_allclose(mean, codes.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(scale @ scale.T, np.cov(codes.T, bias=True) + samplers.JITTER * np.eye(2), rtol=1e-8)
+    eps = tf.random.stateless_normal([20000, 2], [3, 4])
+    z = samplers.gaussian_transform(eps, tf.constant(mean, tf.float32), tf.constant(scale, tf.float32)).numpy()
+    np.testing.assert_allclose(z, mean + eps.numpy() @ scale.T, rtol=1e-5, atol=1e-5)
+    # EM recovers a known mixture from its samples
+    k = rng.choice(3, size=6000, p=WEIGHTS)
+    codes = MEANS[k] + np.einsum("nij,nj->ni", SCALES[k], rng.randn(6000, 2))
+    weights, means, scales = samplers.fit_gmm(codes, 3, seed=0)
+    order = [int(np.argmin(((means - m) ** 2).sum(1))) for m in MEANS]
+    np.testing.assert_allclose(weights[order], WEIGHTS, atol=0.02)
+    np.testing.assert_allclose(means[order], MEANS, atol=0.1)
+    np.testing.assert_allclose(np.tril(scales), scales)  # Cholesky factors
+    with pytest.raises(ValueError, match="at least 10 codes"):
+        samplers.fit_gmm(codes[:5], 10)
+
+
+def build(name, **config):
+    keras.utils.set_random_seed(0)
+    config = {"sampler_components": 4, **config}
+    model = zoo.build(name, image_shape=(8, 8, 1), num_classes=10, latent_dim=LATENT, net="mlp", **config)
+    model.compile(**model.compile_defaults())
+    return model
+
+
+MODELS = ["ae", "vae", "cvae", "aae", "bigan"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_encoder_model_generates_from_the_fitted_samplers(name, digits):
+    model = build(name, sampler="gmm")
+    z = tf.random.stateless_normal([6, LATENT], [5, 6])
+    labels = np.arange(6, dtype=np.int32)
+    with pytest.raises(ValueError, match="call model.fit_sampler"):
+        model.generate(z, labels=labels, sampler="gaussian")
+    # until fitted, the configured default falls back to the prior (sample grids during training)
+    np.testing.assert_array_equal(model.generate(z, labels=labels).numpy(),
+                                  model.generate(z, labels=labels, sampler="prior").numpy())
+    codes = model.fit_sampler(digits.train_images[:600], digits.train_labels[:600])
+    assert codes.shape == (600, LATENT) and float(model.sampler_fitted.numpy()) == 1.0
+    np.testing.assert_allclose(codes, model.encode(digits.train_images[:600], digits.train_labels[:600]), atol=1e-5)
+    mean, scale = samplers.fit_gaussian(codes)
+    np.testing.assert_allclose(model.gaussian_mean.numpy(), mean, atol=1e-5)
+    np.testing.assert_allclose(model.gaussian_scale.numpy(), scale, atol=1e-5)
+    assert model.gmm_weights.shape == (4,) and model.gmm_scales.shape == (4, LATENT, LATENT)
+    np.testing.assert_allclose(model.gmm_weights.numpy().sum(), 1.0, atol=1e-5)
+    expected = {
+        "gaussian": model.decode(mean.astype(np.float32) + z.numpy() @ scale.T.astype(np.float32), labels),
+        "gmm": model.decode(samplers.mixture_transform(z, model.gmm_weights, model.gmm_means, model.gmm_scales),
+                            labels),
+        "prior": model.decode(model.prior_codes(z, labels), labels),
+    }
+    for sampler, images in expected.items():
+        np.testing.assert_allclose(model.generate(z, labels=labels, sampler=sampler).numpy(), images.numpy(),
+                                   atol=1e-5)
+    np.testing.assert_array_equal(model.generate(z, labels=labels).numpy(),  # the config's default
+                                  model.generate(z, labels=labels, sampler="gmm").numpy())
+    with pytest.raises(ValueError, match="choose one of: prior, gaussian, gmm"):
+        model.generate(z, labels=labels, sampler="kde")
+
+
+def test_bad_sampler_options_are_clear_errors():
+    with pytest.raises(ValueError, match="choose one of: prior, gaussian, gmm"):
+        build("ae", sampler="kde")
+    with pytest.raises(ValueError, match="sampler_components must be >= 1"):
+        build("vae", sampler_components=0)
+
+
+@pytest.fixture(scope="module")
+def fitted_vae(digits):
+    model = build("vae", sampler="gmm", prior="gmm")
+    model.fit(tf.data.Dataset.from_tensor_slices(digits.train_images[:512]).batch(64), epochs=1, verbose=0)
+    model.fit_sampler(digits.train_images, batch_size=500)
+    return model
+
+
+def test_keras_file_and_checkpoint_keep_the_fitted_sampler(fitted_vae, tmp_path):
+    model = fitted_vae
+    z = tf.random.stateless_normal([8, LATENT], [7, 8])
+    path = str(tmp_path / "vae.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for name in ("sampler_fitted", "gaussian_mean", "gaussian_scale", "gmm_weights", "gmm_means", "gmm_scales"):
+        np.testing.assert_array_equal(getattr(loaded, name).numpy(), getattr(model, name).numpy())
+    np.testing.assert_array_equal(loaded.generate(z).numpy(), model.generate(z).numpy())
+    fresh = build("vae", sampler="gmm", prior="gmm")
+    saved = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=fresh).read(saved).expect_partial()  # (the optimizer's slots are not built yet)
+    np.testing.assert_array_equal(fresh.gmm_scales.numpy(), model.gmm_scales.numpy())
+    np.testing.assert_array_equal(fresh.generate(z).numpy(), model.generate(z).numpy())
+
+
+def test_export_serves_the_fitted_gmm(fitted_vae, tmp_path):
+    model = fitted_vae
+    path = saved_model.export(model, str(tmp_path), "vae")  # verified against the in-memory model
+    z = tf.random.stateless_normal([16, LATENT], [9, 10])
+    served = tf.saved_model.load(path).signatures["generate"](z=z)["images"].numpy()
+    np.testing.assert_allclose(served, model.generate(z).numpy(), atol=1e-5)
+    np.testing.assert_allclose(served, model.generate(z, sampler="gmm").numpy(), atol=1e-5)
+    assert np.abs(served - model.generate(z, sampler="prior").numpy()).max() > 1e-3  # the gmm, not p(z)
+
+
+def test_train_run_fits_the_sampler_it_saves_and_exports(tmp_path):
+    workdir, base = tmp_path / "w", tmp_path / "serving"
+    proc = run_module("train.run", "--model=vae", "--sampler=gmm", "--sampler_components=3", "--net=mlp",
+                      f"--latent_dim={LATENT}", "--dataset=digits", "--epochs=1", "--steps_per_epoch=4",
+                      "--batch_size=32", "--verbose=0", f"--workdir={workdir}", f"--export_base={base}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = keras.models.load_model(str(workdir / "model.keras"))
+    assert model.config.sampler == "gmm" and float(model.sampler_fitted.numpy()) == 1.0
+    weights = model.gmm_weights.numpy()
+    assert weights.shape == (3,) and abs(weights.sum() - 1) < 1e-5 and np.ptp(weights) > 1e-3  # fitted, not 1/3
+    z = tf.random.stateless_normal([8, LATENT], [11, 12])
+    expected = model.decode(samplers.mixture_transform(z, weights, model.gmm_means, model.gmm_scales)).numpy()
+    np.testing.assert_allclose(model.generate(z).numpy(), expected, atol=1e-5)
+    served = tf.saved_model.load(str(base / "vae" / "1")).signatures["generate"](z=z)["images"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert os.path.exists(workdir / "samples" / "epoch_0001.png")
