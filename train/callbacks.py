@@ -97,7 +97,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.any_worker is not None and self.any_worker(self.terminated):
-            self.terminated = True  # only ever set here: the signal may arrive during the call
+            self.terminated = True  # never cleared here: the signal may arrive during the call
         if self.terminated:
             self.model.stop_training = True
 
