@@ -34,6 +34,19 @@ def test_precision_and_recall():
     assert p == 0.0 and r == 0.0
 
 
+def test_density_and_coverage():
+    rng = np.random.RandomState(0)
+    real = rng.randn(1000, 2)
+    density, coverage = metrics.density_coverage(real, rng.randn(1000, 2), k=5)
+    assert abs(density - 1.0) < 0.1  # E[density] = 1 for fakes from the real law
+    assert abs(coverage - (1 - 0.5**5)) < 0.03  # E[coverage] -> 1 - 2^-k
+    collapsed = 0.01 * rng.randn(1000, 2)  # every fake at the densest real point
+    density, coverage = metrics.density_coverage(real, collapsed, k=5)
+    assert density > 0.8 and coverage < 0.05  # as dense as the data there, but covers almost nothing
+    density, coverage = metrics.density_coverage(real, rng.randn(1000, 2) + 20.0, k=5)
+    assert density == 0.0 and coverage == 0.0
+
+
 def test_class_histogram_entropy():
     hist, h = metrics.class_histogram(np.arange(1000) % 10, 10)
     assert hist == [0.1] * 10 and h == pytest.approx(np.log(10))

@@ -4,8 +4,9 @@ Prints one JSON line: training images/s at steady state (after tracing, on a
 cached batch so the input pipeline is not what is measured), serving latency of
 the exported `generate` (ms per batch of 1 and of 64, loaded as TF Serving would)
 and the process's peak memory. --vs_reference also runs
-../shared/bench/ref_tf_dcgan.py (the TF tutorial's DCGAN step) in the same
-invocation and prints the ratio of the two training speeds.
+../shared/bench/ref_tf_dcgan.py (the TF tutorial's DCGAN step, float32) before
+and after ours in the same invocation and prints the ratio of our training
+speed to the mean of its two; --torch_python=PYTHON runs its PyTorch twin too.
 """
 
 import json
@@ -33,23 +34,27 @@ flags.DEFINE_integer("batch_size", 256, "training batch size")
 flags.DEFINE_integer("image_size", 28, "square image size")
 flags.DEFINE_integer("channels", 1, "image channels")
 flags.DEFINE_integer("steps", 30, "timed training steps")
-flags.DEFINE_enum("mixed_precision", "off", precision.CHOICES, "compute dtype policy")
+flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "compute dtype policy (as train.run's)")
 flags.DEFINE_bool("vs_reference", False, "also run the reference DCGAN step and print the ratio")
 flags.DEFINE_string("reference", None, "path of ref_tf_dcgan.py (default: ../shared/bench/ next to the repository)")
+flags.DEFINE_string("torch_python", None, "a Python with torch installed: also run ../shared/bench/ref_torch_dcgan.py with it")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def training_images_per_second(model, batch_size, steps, image_shape):
-    """Images/s of model.fit's compiled train step on one cached batch."""
+    """(images per wall second, images per CPU second of this process) of
+    model.fit's compiled train step on one cached batch."""
     rng = np.random.RandomState(0)
     images = rng.rand(batch_size, *image_shape).astype(np.float32)
     labels = rng.randint(0, max(model.num_classes, 1), batch_size).astype(np.int32)
     ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
     model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
-    return steps * batch_size / (time.perf_counter() - start)
+    images = steps * batch_size
+    # Per CPU-second too: steadier than wall time when other processes share the cores.
+    return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
 def serving_latency_ms(model, repeats=20):
@@ -71,18 +76,34 @@ def serving_latency_ms(model, repeats=20):
     return out
 
 
-def reference_images_per_second(path, batch_size, steps, bf16):
-    """Runs the reference script in a subprocess and parses its images_per_s."""
-    args = [sys.executable, path, "--batch", str(batch_size), "--steps", str(steps)] + (["--bf16"] if bf16 else [])
+def reference_images_per_second(args):
+    """Runs a reference script (argv `args`) in a subprocess and parses its images_per_s."""
     proc = subprocess.run(args, capture_output=True, text=True)
     match = re.search(r"images_per_s=([\d.]+)", proc.stdout)
     if not match:
-        raise RuntimeError(f"the reference printed no figure: {proc.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"{os.path.basename(args[1])} printed no figure: {proc.stderr.strip().splitlines()[-1:]}")
     return float(match.group(1))
+
+
+def bench_script(name):
+    """Path of a script of ../shared/bench/ (--reference overrides ref_tf_dcgan.py's)."""
+    if name == "ref_tf_dcgan.py" and FLAGS.reference:
+        path = FLAGS.reference
+    else:
+        path = os.path.join(os.path.dirname(ROOT), "shared", "bench", name)
+    if not os.path.exists(path):
+        print(f"error: no reference at {path}; pass --reference=PATH", file=sys.stderr)
+        sys.exit(2)
+    return path
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
+    sizes = ["--batch", str(FLAGS.batch_size), "--steps", str(FLAGS.steps)]
+    references = []
+    if FLAGS.vs_reference:  # before and after ours: the mean evens out load that comes and goes
+        reference = [sys.executable, bench_script("ref_tf_dcgan.py"), *sizes]
+        references.append(reference_images_per_second(reference))
     policy = precision.apply(FLAGS.mixed_precision)
     image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10)
@@ -92,17 +113,19 @@ def main(argv):
         "batch_size": FLAGS.batch_size,
         "image_shape": list(image_shape),
         "policy": policy,
-        "train_images_per_s": training_images_per_second(model, FLAGS.batch_size, FLAGS.steps, image_shape),
     }
+    result["train_images_per_s"], result["train_images_per_cpu_s"] = training_images_per_second(
+        model, FLAGS.batch_size, FLAGS.steps, image_shape
+    )
     result.update(serving_latency_ms(model))
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if FLAGS.vs_reference:
-        ref = FLAGS.reference or os.path.join(os.path.dirname(ROOT), "shared", "bench", "ref_tf_dcgan.py")
-        if not os.path.exists(ref):
-            print(f"error: no reference at {ref}; pass --reference=PATH", file=sys.stderr)
-            sys.exit(2)
-        result["reference_images_per_s"] = reference_images_per_second(ref, FLAGS.batch_size, FLAGS.steps, bf16=False)
+        references.append(reference_images_per_second(reference))
+        result["reference_images_per_s"] = sum(references) / len(references)
         result["ratio_vs_reference"] = result["train_images_per_s"] / result["reference_images_per_s"]
+    if FLAGS.torch_python:
+        torch_reference = [FLAGS.torch_python, bench_script("ref_torch_dcgan.py"), *sizes]
+        result["torch_reference_images_per_s"] = reference_images_per_second(torch_reference)
     print(json.dumps(result))
 
 

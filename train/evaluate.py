@@ -7,7 +7,8 @@ domain classifier is the standard substitute), cached per dataset:
   fcd            Frechet classifier distance, test images vs generated images
   fcd_reference  the same distance between test images and as many train images:
                  the floor a perfect generator would reach
-  precision, recall (k-NN manifolds), class_histogram and its entropy,
+  precision, recall (k-NN manifolds, k = 3), density and coverage (k = 5),
+  class_histogram and its entropy,
   conditional_accuracy for conditional models.
 Models with an encoder add linear_probe_accuracy, reconstruction_mse and code
 statistics; VAEs add elbo and iwae (the K=64 importance-weighted bound on
@@ -104,6 +105,7 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
     ref_f, _ = _batched(lambda a: clf(a, training=False), ref)
     predicted = fake_logits.argmax(1)
     precision, recall = metrics.precision_recall(real_f, fake_f)
+    density, coverage = metrics.density_coverage(real_f, fake_f)
     histogram, entropy = metrics.class_histogram(predicted, dataset.num_classes)
     out = {
         "dataset": dataset.name,
@@ -113,6 +115,8 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
         "fcd_reference": metrics.frechet_feature_distance(real_f, ref_f),
         "precision": precision,
         "recall": recall,
+        "density": density,
+        "coverage": coverage,
         "class_histogram": [round(p, 4) for p in histogram],
         "class_entropy": entropy,
     }

@@ -1,5 +1,5 @@
 """Evaluation maths on feature arrays (numpy): Frechet distance, k-NN precision
-and recall, the linear probe, and code statistics. No models or data here:
+and recall, density and coverage, the linear probe, and code statistics. No models or data here:
 train/evaluate.py supplies the features."""
 
 import numpy as np
@@ -48,6 +48,22 @@ def precision_recall(real, fake, k=3):
     precision = float((d <= real_r[None, :]).any(axis=1).mean())
     recall = float((d.T <= fake_r[None, :]).any(axis=1).mean())
     return precision, recall
+
+
+def density_coverage(real, fake, k=5):
+    """Naeem et al. 2020, with B_i the ball around real X_i of radius its k-NN distance:
+
+        density  = 1 / (k M) sum_j sum_i 1[Y_j in B_i]   (~1 when fakes follow the reals)
+        coverage = 1 / N sum_i 1[some Y_j in B_i]        (-> 1 - 2^-k for M = N, same law)
+
+    over N reals X and M fakes Y. Density rewards fakes in dense real regions
+    and, unlike precision, is not fooled by real outliers; coverage falls when
+    modes are dropped."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    inside = _pairwise_sq(fake, real) <= _knn_radii(real, k)[None, :]  # [fake, real]
+    density = float(inside.sum() / (k * len(fake)))
+    coverage = float(inside.any(axis=0).mean())
+    return density, coverage
 
 
 def class_histogram(predicted, num_classes):
