@@ -18,6 +18,7 @@ log p(x)), in nats per image, higher is better.
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,10 +33,16 @@ from train import data  # noqa: E402
 from zoo import metrics  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras", required=True)
-flags.DEFINE_integer("num_samples", 500, "generated images to compare with the test split")
-flags.DEFINE_integer("seed", 0, "seed of the generated batch")
-flags.DEFINE_string("cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "genzoo"), "where classifiers are cached")
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "genzoo")
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program, so that
+    train.run, train.report and train.explore can import this module."""
+    flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras", required=True)
+    flags.DEFINE_integer("num_samples", 500, "generated images to compare with the test split")
+    flags.DEFINE_integer("seed", 0, "seed of the generated batch")
+    flags.DEFINE_string("cache_dir", CACHE_DIR, "where classifiers are cached")
 
 
 IWAE_K = 64
@@ -85,6 +92,21 @@ def _batched(fn, *arrays, batch=250):
     return np.concatenate([np.asarray(o) for o in outs])
 
 
+def generated(model, z, labels=None):
+    """model.generate(z[, labels]) in batches, as numpy."""
+    if labels is not None:
+        return _batched(lambda a, b: model.generate(a, labels=b), z, labels)
+    return _batched(model.generate, z)
+
+
+def frechet_reference(clf, dataset, real_features, seed=0):
+    """The FCD between the test features and as many train images: the floor a
+    perfect generator would reach (the same train subset whatever the model)."""
+    pick = np.random.RandomState(seed + 1).choice(len(dataset.train_images), len(real_features), replace=False)
+    ref_f = _batched(lambda a: clf(a, training=False)[0], dataset.train_images[pick])
+    return metrics.frechet_feature_distance(real_features, ref_f)
+
+
 def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
     """The figures of the module docstring, as a dict."""
     clf, clf_accuracy = classifier(dataset, cache_dir)
@@ -93,16 +115,9 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
     rng = np.random.RandomState(seed)
     z = rng.randn(n, model.latent_dim).astype(np.float32)
     labels = dataset.test_labels[:n] if model.conditional else None
-    if labels is not None:
-        fake = _batched(lambda a, b: model.generate(a, labels=b), z, labels)
-    else:
-        fake = _batched(model.generate, z)
+    fake = generated(model, z, labels)
     real_f, _ = _batched(lambda a: clf(a, training=False), real)
     fake_f, fake_logits = _batched(lambda a: clf(a, training=False), fake)
-    # the same real subset whatever the model (its own generator, not the one that drew z)
-    pick = np.random.RandomState(seed + 1).choice(len(dataset.train_images), n, replace=False)
-    ref = dataset.train_images[pick]
-    ref_f, _ = _batched(lambda a: clf(a, training=False), ref)
     predicted = fake_logits.argmax(1)
     precision, recall = metrics.precision_recall(real_f, fake_f)
     density, coverage = metrics.density_coverage(real_f, fake_f)
@@ -112,7 +127,7 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
         "num_samples": n,
         "classifier_test_accuracy": round(clf_accuracy, 4),
         "fcd": metrics.frechet_feature_distance(real_f, fake_f),
-        "fcd_reference": metrics.frechet_feature_distance(real_f, ref_f),
+        "fcd_reference": frechet_reference(clf, dataset, real_f, seed),
         "precision": precision,
         "recall": recall,
         "density": density,
@@ -150,14 +165,62 @@ def _encoder_figures(model, dataset):
     }
 
 
-def evaluate_workdir(workdir, cache_dir, num_samples=500, seed=0):
+class QualityClock(keras.callbacks.Callback):
+    """Time to quality: after every epoch, the training minutes so far (its
+    own evaluation time left out) and the FCD of `num_samples` generated
+    images against the test split, added to the epoch's logs as `minutes` and
+    `fcd` (so History and history.csv keep them), and `fcd_reference`, the
+    floor. Also stops training at the end of the first epoch that ends past
+    `max_minutes` of training, if given."""
+
+    def __init__(self, dataset, cache_dir, num_samples=500, seed=0, max_minutes=None, track_fcd=True):
+        super().__init__()
+        self.dataset, self.cache_dir = dataset, cache_dir
+        self.num_samples, self.seed = num_samples, seed
+        self.max_minutes, self.track_fcd = max_minutes, track_fcd
+        self.minutes = 0.0  # of training, carried across fit calls
+
+    def on_train_begin(self, logs=None):
+        self._since = time.perf_counter()
+        if self.track_fcd and not hasattr(self, "_real"):
+            self._clf, _ = classifier(self.dataset, self.cache_dir)
+            n = min(self.num_samples, len(self.dataset.test_images))
+            self._real = _batched(lambda a: self._clf(a, training=False)[0], self.dataset.test_images[:n])
+            self._reference = frechet_reference(self._clf, self.dataset, self._real, self.seed)
+            self._z = np.random.RandomState(self.seed).randn(n, self.model.latent_dim).astype(np.float32)
+            self._labels = self.dataset.test_labels[:n] if self.model.conditional else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.minutes += (time.perf_counter() - self._since) / 60.0
+        logs = logs if logs is not None else {}
+        logs["minutes"] = self.minutes
+        if self.track_fcd:
+            fake = generated(self.model, self._z, self._labels)
+            fake_f = _batched(lambda a: self._clf(a, training=False)[0], fake)
+            logs["fcd"] = metrics.frechet_feature_distance(self._real, fake_f)
+            logs["fcd_reference"] = self._reference
+        if self.max_minutes is not None and self.minutes >= self.max_minutes:
+            self.model.stop_training = True
+        self._since = time.perf_counter()
+
+
+def load_run(workdir):
+    """(model, config, dataset) of a train.run workdir."""
     keras_path, config_path = os.path.join(workdir, "model.keras"), os.path.join(workdir, "config.json")
     if not (os.path.exists(keras_path) and os.path.exists(config_path)):
         raise EvaluationError(f"no trained model in {workdir} (model.keras or config.json missing); run train.run first")
     with open(config_path) as fh:
         config = json.load(fh)
-    model = keras.models.load_model(keras_path)
-    dataset = data.load(config["dataset"], config.get("image_size"))
+    try:
+        dataset = data.load(config["dataset"], config.get("image_size"))
+    except data.DatasetError as e:
+        raise EvaluationError(str(e)) from None
+    return keras.models.load_model(keras_path), config, dataset
+
+
+def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0):
+    """evaluate() of the run in `workdir`; also written to W/eval.json."""
+    model, config, dataset = load_run(workdir)
     result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed)}
     with open(os.path.join(workdir, "eval.json"), "w") as fh:
         json.dump(result, fh, indent=2)
@@ -168,11 +231,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
         result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed)
-    except (EvaluationError, data.DatasetError) as e:
+    except EvaluationError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

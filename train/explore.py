@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 import zoo  # noqa: E402  (registers the model classes for load_model)
-from train import callbacks, data  # noqa: E402
+from train import callbacks, evaluate  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -107,20 +107,6 @@ def slerp(a, b, t, eps=1e-6):
 def encoder_models():
     """Names of the zoo models that have encode (and so can encode test images)."""
     return [name for name in zoo.names() if hasattr(zoo.get(name), "encode")]
-
-
-def load_run(workdir):
-    """(model, config, dataset) of a train.run workdir."""
-    keras_path, config_path = os.path.join(workdir, "model.keras"), os.path.join(workdir, "config.json")
-    if not (os.path.exists(keras_path) and os.path.exists(config_path)):
-        raise ExploreError(f"no trained model in {workdir} (model.keras or config.json missing); run train.run first")
-    with open(config_path) as fh:
-        config = json.load(fh)
-    try:
-        dataset = data.load(config["dataset"], config.get("image_size"))
-    except data.DatasetError as e:
-        raise ExploreError(str(e)) from None
-    return keras.models.load_model(keras_path), config, dataset
 
 
 def decoder(model):
@@ -452,7 +438,7 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
             raise ExploreError("--interpolate and --arithmetic need --workdir=W, a train.run workdir holding model.keras")
         if pairs < 1 or steps < 2:
             raise ExploreError(f"--pairs must be >= 1 and --steps >= 2 (got {pairs} and {steps})")
-        model, config, dataset = load_run(workdir)
+        model, config, dataset = evaluate.load_run(workdir)
         encoders = ", ".join(encoder_models())
         if "arithmetic" in modes and not hasattr(model, "encode"):
             raise ExploreError(
@@ -491,7 +477,7 @@ def main(argv):
     try:
         written, figures = run(FLAGS.workdir, modes, FLAGS.out, FLAGS.pairs, FLAGS.steps, FLAGS.triples,
                                FLAGS.theory_steps, FLAGS.seed)
-    except ExploreError as e:
+    except (ExploreError, evaluate.EvaluationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     for path, note in written:
