@@ -182,6 +182,10 @@ def train(
     verbose=1,
 ):
     """Trains (or resumes) the run in `workdir`; returns the trained model."""
+    try:  # first: a multi-worker strategy configures the runtime before other TF work
+        strategy = distribute.strategy(strategy_name)
+    except ValueError as e:
+        raise RunError(str(e)) from None
     keras.utils.set_random_seed(config["seed"])
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -190,12 +194,20 @@ def train(
         dataset = data.load(config["dataset"], config["image_size"])
     except data.DatasetError as e:
         raise RunError(str(e)) from None
-    try:
-        strategy = distribute.strategy(strategy_name)
-    except ValueError as e:
-        raise RunError(str(e)) from None
     writer = distribute.is_chief(strategy)
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
+    try:
+        return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
+                      export_base, keep_checkpoints, verbose)
+    finally:
+        if not writer:
+            distribute.remove_scratch(out_dir)
+
+
+def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch, export_base,
+           keep_checkpoints, verbose):
+    """train() once the strategy and the data are there; `out_dir` is the workdir
+    on the chief and a scratch directory on the other workers."""
     os.makedirs(out_dir, exist_ok=True)
     config = {
         **config,
@@ -204,6 +216,11 @@ def train(
         "dtype_policy": policy,
     }
     training = config["training"]
+    if training["batch_size"] % strategy.num_replicas_in_sync:
+        raise RunError(
+            f"--batch_size={training['batch_size']} (the global batch) does not split evenly over the "
+            f"{strategy.num_replicas_in_sync} replicas that train it; use a multiple of {strategy.num_replicas_in_sync}"
+        )
     with strategy.scope():
         try:
             model = build_model(config, dataset.image_shape, dataset.num_classes)
@@ -220,15 +237,21 @@ def train(
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=keep_checkpoints
     )
-    if manager.latest_checkpoint:
+    # Non-chief workers save into their scratch directory but resume from the chief's checkpoints.
+    latest = manager.latest_checkpoint if writer else tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if latest:
         try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            checkpoint.restore(latest).assert_existing_objects_matched()
         except Exception as e:  # a corrupt or foreign checkpoint
             raise RunError(
-                f"cannot restore {manager.latest_checkpoint} ({type(e).__name__}); "
+                f"cannot restore {latest} ({type(e).__name__}); "
                 f"move the checkpoints/ folder away to start over, or use a new --workdir"
             ) from None
-        logging.warning("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch))
+        logging.warning("resumed from %s at epoch %d", latest, int(epoch.numpy()))
+    try:
+        distribute.check_agree(strategy, epoch=int(epoch.numpy()), step=int(step.numpy()))
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
     initial_epoch = int(epoch.numpy())
     steps_per_epoch = steps_per_epoch or len(dataset.train_images) // training["batch_size"]
@@ -238,7 +261,7 @@ def train(
             f"the checkpoint is at step {int(step.numpy())}, which epoch {initial_epoch + 1} of "
             f"{steps_per_epoch} steps cannot hold; rerun with the --steps_per_epoch and --batch_size of the run"
         )
-    guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch)
+    guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch, any_worker=distribute.any_worker(strategy))
     cbs = [
         guard,
         callbacks.SampleGrid(
@@ -247,16 +270,19 @@ def train(
             tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
             write=writer,
         ),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
     ]
+    if writer:
+        cbs += [
+            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
+        ]
 
     def fit(first_epoch, last_epoch, start_step, steps):
-        ds = data.training_pipeline(
+        ds = distribute.shard_by_data(data.training_pipeline(
             dataset.train_images, dataset.train_labels, training["batch_size"],
             seed=config["seed"], start_step=start_step,
             end_step=start_step + steps + (last_epoch - first_epoch - 1) * steps_per_epoch,
-        )
+        ))
         model.fit(ds, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                   callbacks=cbs, verbose=verbose)
 
@@ -288,8 +314,6 @@ def train(
 
             path = export(model, export_base, config["model"])
             print(f"exported {path}")
-    else:
-        distribute.remove_scratch(out_dir)
     return model
 
 
