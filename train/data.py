@@ -130,20 +130,22 @@ def training_pipeline(images, labels, batch_size, seed=0, start_step=0, end_step
     Pass p's order is a shuffle seeded by (seed, p) alone, so a run resumed at
     step s (start_step=s) sees exactly the batches that an uninterrupted run
     would, whatever its steps per epoch. Full batches only (see `pipeline`)."""
-    base = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
-    per_pass = len(images) // batch_size
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    n = len(images)
+    per_pass = n // batch_size
     end_step = start_step + per_pass if end_step is None else end_step
     first, last = start_step // per_pass, (max(end_step, start_step + 1) - 1) // per_pass
 
-    def one_pass(p):  # Python seeds: tf.data cannot mix a tensor op seed with the global seed
-        return base.shuffle(len(images), seed=seed * 1_000_003 + p, reshuffle_each_iteration=False).batch(
-            batch_size, drop_remainder=True
-        )
+    def one_pass(p):  # a stateless shuffle: the order depends on (seed, p) only
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), p]))
+        return tf.data.Dataset.from_tensor_slices(order[: per_pass * batch_size]).batch(batch_size)
 
-    ds = one_pass(first)
-    for p in range(first + 1, last + 1):
-        ds = ds.concatenate(one_pass(p))
-    return ds.skip(start_step - first * per_pass).take(end_step - start_step).prefetch(tf.data.AUTOTUNE)
+    # flat_map over pass numbers: a graph of constant size however many passes
+    ds = tf.data.Dataset.range(first, last + 1).flat_map(one_pass)
+    ds = ds.skip(start_step - first * per_pass).take(end_step - start_step)
+    ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def pipeline(images, labels, batch_size, seed=0, shuffle=True, drop_remainder=True):

@@ -199,9 +199,12 @@ class QualityClock(keras.callbacks.Callback):
             fake_f = _batched(lambda a: self._clf(a, training=False)[0], fake)
             logs["fcd"] = metrics.frechet_feature_distance(self._real, fake_f)
             logs["fcd_reference"] = self._reference
-        if self.max_minutes is not None and self.minutes >= self.max_minutes:
+        if self.out_of_time():
             self.model.stop_training = True
         self._since = time.perf_counter()
+
+    def out_of_time(self):
+        return self.max_minutes is not None and self.minutes >= self.max_minutes
 
 
 def load_run(workdir):

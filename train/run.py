@@ -36,9 +36,12 @@ flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
 flags.DEFINE_bool("deterministic", False, "deterministic ops: a resumed run ends with the weights of an uninterrupted one")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
 flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
-flags.DEFINE_enum("mixed_precision", "off", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units")
+flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units (AVX512-BF16 or AMX), else float32; off: float32")
 flags.DEFINE_string("export_base", None, "also export the trained model for TF Serving under this base path")
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch")
+flags.DEFINE_float("max_minutes", None, "stop at the end of the first epoch that ends past this many minutes of training")
+flags.DEFINE_bool("track_fcd", False, "after every epoch, add the FCD of 500 samples (and its floor) to history.csv")
+flags.DEFINE_string("eval_cache_dir", None, "where --track_fcd caches its classifier (default: train.evaluate's)")
 
 
 def _model_option_flags():
@@ -177,9 +180,12 @@ def train(
     strategy_name="default",
     export_base=None,
     keep_checkpoints=3,
-    mixed_precision="off",
+    mixed_precision="auto",
     deterministic=False,
     verbose=1,
+    max_minutes=None,
+    track_fcd=False,
+    eval_cache_dir=None,
 ):
     """Trains (or resumes) the run in `workdir`; returns the trained model."""
     try:  # first: a multi-worker strategy configures the runtime before other TF work
@@ -196,16 +202,25 @@ def train(
         raise RunError(str(e)) from None
     writer = distribute.is_chief(strategy)
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
+    clock = None
+    if max_minutes is not None or track_fcd:
+        if max_minutes is not None and strategy_name == "multi_worker":
+            raise RunError("--max_minutes cannot be used with --strategy=multi_worker (workers would "
+                           "disagree on when to stop); use --epochs")
+        from train import evaluate
+
+        clock = evaluate.QualityClock(dataset, eval_cache_dir or evaluate.CACHE_DIR, seed=config["seed"],
+                                      max_minutes=max_minutes, track_fcd=track_fcd)
     try:
         return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
-                      export_base, keep_checkpoints, verbose)
+                      export_base, keep_checkpoints, verbose, clock)
     finally:
         if not writer:
             distribute.remove_scratch(out_dir)
 
 
 def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch, export_base,
-           keep_checkpoints, verbose):
+           keep_checkpoints, verbose, clock):
     """train() once the strategy and the data are there; `out_dir` is the workdir
     on the chief and a scratch directory on the other workers."""
     os.makedirs(out_dir, exist_ok=True)
@@ -271,6 +286,8 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
             write=writer,
         ),
     ]
+    if clock is not None:
+        cbs.append(clock)  # before the CSV logger: it adds minutes and fcd to the epoch's logs
     if writer:
         cbs += [
             keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
@@ -291,9 +308,10 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
         if done and initial_epoch < training["epochs"]:  # finish the interrupted epoch first
             fit(initial_epoch, initial_epoch + 1, int(step.numpy()), steps_per_epoch - done)
             initial_epoch += 1
-        if initial_epoch < training["epochs"] and not guard.terminated:
+        out_of_time = clock is not None and clock.out_of_time()
+        if initial_epoch < training["epochs"] and not guard.terminated and not out_of_time:
             fit(initial_epoch, training["epochs"], initial_epoch * steps_per_epoch, steps_per_epoch)
-        elif not guard.terminated:
+        elif not guard.terminated and not out_of_time:
             logging.warning("%s is already trained for %d epochs", workdir, initial_epoch)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -334,6 +352,9 @@ def main(argv):
             mixed_precision=FLAGS.mixed_precision,
             deterministic=FLAGS.deterministic,
             verbose=FLAGS.verbose,
+            max_minutes=FLAGS.max_minutes,
+            track_fcd=FLAGS.track_fcd,
+            eval_cache_dir=FLAGS.eval_cache_dir,
         )
     except (RunError, callbacks.NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
