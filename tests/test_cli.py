@@ -245,3 +245,15 @@ def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
     assert result["classifier_test_accuracy"] > 0.8
     assert result["iwae"] >= result["elbo"] - 0.5
     assert json.load(open(os.path.join(workdir, "eval.json"))) == result
+
+
+def test_a_resumed_run_keeps_its_precision_unless_the_flag_is_given():
+    from types import SimpleNamespace
+
+    from train import run
+
+    unset, given = SimpleNamespace(present=False, value="auto"), SimpleNamespace(present=True, value="bf16")
+    assert run.resolve_precision({"dtype_policy": "float32"}, unset) == "off"
+    assert run.resolve_precision({"dtype_policy": "mixed_bfloat16"}, unset) == "bf16"
+    assert run.resolve_precision({"dtype_policy": "float32"}, given) == "bf16"
+    assert run.resolve_precision({}, unset) == "auto"  # a new run: the flag's default

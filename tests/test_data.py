@@ -39,3 +39,27 @@ def test_pipeline_batches_with_labels_and_drops_the_remainder():
     assert len(batches) == 2 and batches[0][0].shape == (4, 8, 8, 1) and batches[0][1].shape == (4,)
     seen = np.concatenate([b[1].numpy() for b in batches])
     assert len(set(seen)) == 8
+
+
+def test_training_pipeline_resumes_at_any_step_across_passes():
+    """Batches s.. of a pipeline started at step s are those of one started at 0;
+    every pass is a permutation of the data (7 batches of 10 from 75 images)."""
+    images = np.arange(75, dtype=np.float32).reshape(75, 1, 1, 1)
+    labels = np.arange(75)
+
+    def batches(start, end, seed=3):
+        ds = data.training_pipeline(images, labels, 10, seed=seed, start_step=start, end_step=end)
+        return [y.numpy() for _, y in ds]
+
+    whole = batches(0, 30)  # a little over four passes
+    assert all(len(b) == 10 for b in whole)
+    for p in range(4):
+        seen = np.concatenate(whole[7 * p : 7 * p + 7])
+        assert len(set(seen)) == 70  # no image twice within a pass
+    assert not np.array_equal(whole[0], whole[7])  # each pass has its own order
+    for start in (5, 7, 13, 22):
+        tail = batches(start, 30)
+        assert len(tail) == 30 - start
+        for a, b in zip(whole[start:], tail):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(batches(0, 1, seed=4)[0], whole[0])  # the seed sets the order

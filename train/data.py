@@ -138,7 +138,7 @@ def training_pipeline(images, labels, batch_size, seed=0, start_step=0, end_step
 
     def one_pass(p):  # a stateless shuffle: the order depends on (seed, p) only
         order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), p]))
-        return tf.data.Dataset.from_tensor_slices(order[: per_pass * batch_size]).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices(order[: per_pass * batch_size]).batch(batch_size, drop_remainder=True)
 
     # flat_map over pass numbers: a graph of constant size however many passes
     ds = tf.data.Dataset.range(first, last + 1).flat_map(one_pass)

@@ -53,12 +53,24 @@ class EvaluationError(RuntimeError):
 
 
 def classifier(dataset, cache_dir, epochs=6, seed=0):
-    """(model returning [features, logits], its test accuracy), trained once per dataset and cached."""
+    """(model returning [features, logits], its test accuracy), trained once per
+    dataset and cached; always float32, whatever the global dtype policy, so
+    that every figure is measured with the same features. Training it reseeds
+    the global RNGs (train.run builds it before seeding its own run)."""
     shape = "x".join(map(str, dataset.image_shape))
     path = os.path.join(cache_dir, f"classifier-{dataset.name}-{shape}.keras")
     if os.path.exists(path) and os.path.exists(path + ".json"):
         with open(path + ".json") as fh:
             return keras.models.load_model(path), json.load(fh)["test_accuracy"]
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return _train_classifier(dataset, path, epochs, seed)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train_classifier(dataset, path, epochs, seed):
     keras.utils.set_random_seed(seed)
     x = keras.Input(dataset.image_shape)
     h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
@@ -77,7 +89,7 @@ def classifier(dataset, cache_dir, epochs=6, seed=0):
     )
     train.fit(dataset.train_images, dataset.train_labels, batch_size=64, epochs=epochs, verbose=0)
     accuracy = float(train.evaluate(dataset.test_images, dataset.test_labels, verbose=0)[1])
-    os.makedirs(cache_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     model.save(path + ".tmp.keras")
     os.replace(path + ".tmp.keras", path)
     with open(path + ".json", "w") as fh:
@@ -166,8 +178,9 @@ def _encoder_figures(model, dataset):
 
 
 class QualityClock(keras.callbacks.Callback):
-    """Time to quality: after every epoch, the training minutes so far (its
-    own evaluation time left out) and the FCD of `num_samples` generated
+    """Time to quality: after every epoch, the training minutes so far (the
+    wall time of the epochs, with their checkpoints and sample grids, but not
+    this clock's own evaluation) and the FCD of `num_samples` generated
     images against the test split, added to the epoch's logs as `minutes` and
     `fcd` (so History and history.csv keep them), and `fcd_reference`, the
     floor. Also stops training at the end of the first epoch that ends past
@@ -175,20 +188,20 @@ class QualityClock(keras.callbacks.Callback):
 
     def __init__(self, dataset, cache_dir, num_samples=500, seed=0, max_minutes=None, track_fcd=True):
         super().__init__()
-        self.dataset, self.cache_dir = dataset, cache_dir
-        self.num_samples, self.seed = num_samples, seed
+        self.dataset, self.seed = dataset, seed
         self.max_minutes, self.track_fcd = max_minutes, track_fcd
         self.minutes = 0.0  # of training, carried across fit calls
+        self.n = min(num_samples, len(dataset.test_images))
+        if track_fcd:  # here, not in on_train_begin: training the classifier reseeds the RNGs
+            self._clf, _ = classifier(dataset, cache_dir)
+            self._real = _batched(lambda a: self._clf(a, training=False)[0], dataset.test_images[: self.n])
+            self._reference = frechet_reference(self._clf, dataset, self._real, seed)
 
     def on_train_begin(self, logs=None):
         self._since = time.perf_counter()
-        if self.track_fcd and not hasattr(self, "_real"):
-            self._clf, _ = classifier(self.dataset, self.cache_dir)
-            n = min(self.num_samples, len(self.dataset.test_images))
-            self._real = _batched(lambda a: self._clf(a, training=False)[0], self.dataset.test_images[:n])
-            self._reference = frechet_reference(self._clf, self.dataset, self._real, self.seed)
-            self._z = np.random.RandomState(self.seed).randn(n, self.model.latent_dim).astype(np.float32)
-            self._labels = self.dataset.test_labels[:n] if self.model.conditional else None
+        if self.track_fcd and not hasattr(self, "_z"):
+            self._z = np.random.RandomState(self.seed).randn(self.n, self.model.latent_dim).astype(np.float32)
+            self._labels = self.dataset.test_labels[: self.n] if self.model.conditional else None
 
     def on_epoch_end(self, epoch, logs=None):
         self.minutes += (time.perf_counter() - self._since) / 60.0
@@ -218,7 +231,14 @@ def load_run(workdir):
         dataset = data.load(config["dataset"], config.get("image_size"))
     except data.DatasetError as e:
         raise EvaluationError(str(e)) from None
-    return keras.models.load_model(keras_path), config, dataset
+    try:
+        model = keras.models.load_model(keras_path)
+    except (ValueError, TypeError, OSError) as e:
+        raise EvaluationError(
+            f"cannot load {keras_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"it may come from another version of the zoo: retrain it with train.run"
+        ) from None
+    return model, config, dataset
 
 
 def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0):

@@ -79,6 +79,7 @@ def parse_budget(items, default):
             sep = ""
         if not sep:
             raise ReportError(f"--budget takes NAME=MINUTES items, got {item!r}")
+        parse_entry(name)  # an unknown model is an error, not a budget silently unused
     return lambda entry: budget.get(entry, budget.get(parse_entry(entry)[0], default))
 
 
@@ -184,6 +185,14 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {units} bfloat16 units"
 
 
+def write_text(path, text):
+    """Writes `text` to `path` through a temporary file: a crash leaves the old file whole."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def write_report(rows, path, minutes_note):
     grid_dir = os.path.join(os.path.dirname(path), "zoo")
     lines = [
@@ -196,7 +205,8 @@ def write_report(rows, path, minutes_note):
         "FCD is the Frechet distance in the features of the zoo's digit classifier; the floor in "
         "brackets is the distance of real train images to the test images. "
         f"The time to quality is the training time until the FCD, measured after every epoch, first came within "
-        f"{QUALITY_FACTOR:g}x the floor. images/s counts real images through the train step.",
+        f"{QUALITY_FACTOR:g}x the floor. images/s is real images through the train step per second of training "
+        "(the epochs' wall time, with their checkpoints and sample grids; the per-epoch FCD left out).",
         "",
         table(rows),
         "",
@@ -211,10 +221,8 @@ def write_report(rows, path, minutes_note):
         if "error" not in r:
             lines += [f"### {r['entry']}", "", f"![{r['entry']}](zoo/{r['entry'].replace('@', '_')}.png)", ""]
     os.makedirs(grid_dir, exist_ok=True)
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines))
-    with open(os.path.splitext(path)[0] + ".json", "w") as fh:
-        json.dump(rows, fh, indent=2)
+    write_text(path, "\n".join(lines) + "\n")
+    write_text(os.path.splitext(path)[0] + ".json", json.dumps(rows, indent=2))
 
 
 def update_readme(path, rows, report_path):
@@ -228,8 +236,7 @@ def update_readme(path, rows, report_path):
     _, tail = rest.split(TABLE_END, 1)
     link = os.path.relpath(report_path, os.path.dirname(os.path.abspath(path)))
     block = f"{TABLE_BEGIN}\n{table(rows)}\n\nFrom `python -m train.report` at commit {commit()}; details in [{link}]({link}).\n{TABLE_END}"
-    with open(path, "w") as fh:
-        fh.write(head + block + tail)
+    write_text(path, head + block + tail)
 
 
 def main(argv):
@@ -250,19 +257,23 @@ def main(argv):
         minutes = minutes_for(entry)
         print(f"{entry}: training for {minutes:g} min in {workdir} (log: {log_path})", flush=True)
         code = train_run(entry, workdir, minutes, FLAGS.dataset, FLAGS.cache_dir, log_path)
-        if code != 0:
-            rows.append({"entry": entry, "error": f"train.run exited with {code}, see {log_path}"})
-            print(f"{entry}: {rows[-1]['error']}", flush=True)
-            continue
-        row = summarise(entry, workdir)
-        grids = sorted(os.listdir(os.path.join(workdir, "samples")))
-        os.makedirs(os.path.join(os.path.dirname(FLAGS.out), "zoo"), exist_ok=True)
-        shutil.copy(os.path.join(workdir, "samples", grids[-1]),
-                    os.path.join(os.path.dirname(FLAGS.out), "zoo", entry.replace("@", "_") + ".png"))
+        try:
+            if code != 0:
+                raise ReportError(f"train.run exited with {code}, see {log_path}")
+            row = summarise(entry, workdir)
+            grids = sorted(os.listdir(os.path.join(workdir, "samples")))
+            os.makedirs(os.path.join(os.path.dirname(FLAGS.out), "zoo"), exist_ok=True)
+            shutil.copy(os.path.join(workdir, "samples", grids[-1]),
+                        os.path.join(os.path.dirname(FLAGS.out), "zoo", entry.replace("@", "_") + ".png"))
+        except Exception as e:  # one failed model must not cost the others' hours
+            row = {"entry": entry, "error": str(e).splitlines()[0][:300] if str(e) else type(e).__name__}
+            print(f"{entry}: failed: {row['error']}", flush=True)
+        else:
+            print(json.dumps({k: v for k, v in row.items() if k not in ("class_histogram", "fcd_by_epoch")}), flush=True)
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("class_histogram", "fcd_by_epoch")}), flush=True)
-    notes = sorted({f"{minutes_for(e):g} min" for e in entries})
-    write_report(rows, FLAGS.out, " / ".join(notes) + (" (per model, see --budget)" if len(notes) > 1 else ""))
+        notes = sorted({f"{minutes_for(e):g} min" for e in entries})
+        # after every model, so that a crash later keeps what was measured
+        write_report(rows, FLAGS.out, " / ".join(notes) + (" (per model, see --budget)" if len(notes) > 1 else ""))
     if FLAGS.readme:
         update_readme(FLAGS.readme, rows, FLAGS.out)
     print(table(rows))

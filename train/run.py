@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
@@ -156,6 +157,13 @@ def _mismatch(path, key, old, new):
     )
 
 
+def resolve_precision(config, flag):
+    """--mixed_precision, or on resume without the flag the precision the run was trained in."""
+    if flag.present or "dtype_policy" not in config:
+        return flag.value
+    return "bf16" if config["dtype_policy"] == "mixed_bfloat16" else "off"
+
+
 def build_model(config, image_shape, num_classes):
     return zoo.build(
         config["model"],
@@ -192,25 +200,30 @@ def train(
         strategy = distribute.strategy(strategy_name)
     except ValueError as e:
         raise RunError(str(e)) from None
-    keras.utils.set_random_seed(config["seed"])
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    policy = precision.apply(mixed_precision)
+    if max_minutes is not None and strategy_name == "multi_worker":
+        raise RunError("--max_minutes cannot be used with --strategy=multi_worker (workers would "
+                       "disagree on when to stop); use --epochs")
     try:
         dataset = data.load(config["dataset"], config["image_size"])
     except data.DatasetError as e:
         raise RunError(str(e)) from None
-    writer = distribute.is_chief(strategy)
-    out_dir = workdir if writer else distribute.scratch_dir(workdir)
+    batch_size = config["training"]["batch_size"]
+    if not 1 <= batch_size <= len(dataset.train_images):
+        raise RunError(f"--batch_size={batch_size} must be between 1 and the {len(dataset.train_images)} "
+                       f"train images of {config['dataset']}")
     clock = None
     if max_minutes is not None or track_fcd:
-        if max_minutes is not None and strategy_name == "multi_worker":
-            raise RunError("--max_minutes cannot be used with --strategy=multi_worker (workers would "
-                           "disagree on when to stop); use --epochs")
         from train import evaluate
 
+        # Before seeding the run: a classifier trained for the FCD reseeds the RNGs.
         clock = evaluate.QualityClock(dataset, eval_cache_dir or evaluate.CACHE_DIR, seed=config["seed"],
                                       max_minutes=max_minutes, track_fcd=track_fcd)
+    keras.utils.set_random_seed(config["seed"])
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = precision.apply(mixed_precision)
+    writer = distribute.is_chief(strategy)
+    out_dir = workdir if writer else distribute.scratch_dir(workdir)
     try:
         return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
                       export_base, keep_checkpoints, verbose, clock)
@@ -323,7 +336,12 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
 
     if writer:
         if hasattr(model, "fit_sampler"):  # samplers fitted to the training codes
-            model.fit_sampler(dataset.train_images, dataset.train_labels)
+            try:
+                model.fit_sampler(dataset.train_images, dataset.train_labels)
+            except (ValueError, np.linalg.LinAlgError, tf.errors.InvalidArgumentError) as e:
+                # e.g. collapsed codes: keep the trained model; generate falls back to the prior
+                logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior",
+                                str(e).splitlines()[0][:200])
         keras_path = os.path.join(out_dir, "model.keras")
         model.save(keras_path + ".tmp.keras")
         os.replace(keras_path + ".tmp.keras", keras_path)
@@ -349,7 +367,7 @@ def main(argv):
             strategy_name=FLAGS.strategy,
             export_base=FLAGS.export_base,
             keep_checkpoints=FLAGS.keep_checkpoints,
-            mixed_precision=FLAGS.mixed_precision,
+            mixed_precision=resolve_precision(config, FLAGS["mixed_precision"]),
             deterministic=FLAGS.deterministic,
             verbose=FLAGS.verbose,
             max_minutes=FLAGS.max_minutes,
