@@ -245,6 +245,14 @@ def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
     assert result["classifier_test_accuracy"] > 0.8
     assert result["iwae"] >= result["elbo"] - 0.5
     assert json.load(open(os.path.join(workdir, "eval.json"))) == result
+    assert 0 <= result["coverage"] <= 1 and result["density"] >= 0
+    # another latent sampler: a Gaussian fitted to the training codes (train.run fitted it)
+    proc = run_module("train.evaluate", f"--workdir={workdir}", f"--cache_dir={tmp_path}", "--num_samples=100",
+                      "--sampler=gaussian")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fitted = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fitted["sampler"] == "gaussian" and fitted["fcd"] != result["fcd"]
+    assert json.load(open(os.path.join(workdir, "eval-gaussian.json"))) == fitted
 
 
 def test_a_resumed_run_keeps_its_precision_unless_the_flag_is_given():

@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
 from train import data  # noqa: E402
-from zoo import metrics  # noqa: E402
+from zoo import metrics, samplers  # noqa: E402
 
 FLAGS = flags.FLAGS
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "genzoo")
@@ -43,6 +43,7 @@ def define_flags():
     flags.DEFINE_integer("num_samples", 500, "generated images to compare with the test split")
     flags.DEFINE_integer("seed", 0, "seed of the generated batch")
     flags.DEFINE_string("cache_dir", CACHE_DIR, "where classifiers are cached")
+    flags.DEFINE_enum("sampler", None, list(samplers.SAMPLERS), "latent sampler of generated images (default: the model's)")
 
 
 IWAE_K = 64
@@ -104,11 +105,12 @@ def _batched(fn, *arrays, batch=250):
     return np.concatenate([np.asarray(o) for o in outs])
 
 
-def generated(model, z, labels=None):
-    """model.generate(z[, labels]) in batches, as numpy."""
+def generated(model, z, labels=None, sampler=None):
+    """model.generate(z[, labels][, sampler]) in batches, as numpy."""
+    kwargs = {"sampler": sampler} if sampler else {}
     if labels is not None:
-        return _batched(lambda a, b: model.generate(a, labels=b), z, labels)
-    return _batched(model.generate, z)
+        return _batched(lambda a, b: model.generate(a, labels=b, **kwargs), z, labels)
+    return _batched(lambda a: model.generate(a, **kwargs), z)
 
 
 def frechet_reference(clf, dataset, real_features, seed=0):
@@ -119,15 +121,18 @@ def frechet_reference(clf, dataset, real_features, seed=0):
     return metrics.frechet_feature_distance(real_features, ref_f)
 
 
-def evaluate(model, dataset, cache_dir, num_samples=500, seed=0):
-    """The figures of the module docstring, as a dict."""
+def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
+    """The figures of the module docstring, as a dict; `sampler` picks the
+    latent sampler of models with an encoder (default: the model's)."""
+    if sampler and not hasattr(model, "fit_sampler"):
+        raise EvaluationError(f"--sampler is for models with an encoder (ae, vae, cvae, aae, bigan), not {model.name}")
     clf, clf_accuracy = classifier(dataset, cache_dir)
     n = min(num_samples, len(dataset.test_images))
     real = dataset.test_images[:n]
     rng = np.random.RandomState(seed)
     z = rng.randn(n, model.latent_dim).astype(np.float32)
     labels = dataset.test_labels[:n] if model.conditional else None
-    fake = generated(model, z, labels)
+    fake = generated(model, z, labels, sampler)
     real_f, _ = _batched(lambda a: clf(a, training=False), real)
     fake_f, fake_logits = _batched(lambda a: clf(a, training=False), fake)
     predicted = fake_logits.argmax(1)
@@ -241,11 +246,15 @@ def load_run(workdir):
     return model, config, dataset
 
 
-def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0):
-    """evaluate() of the run in `workdir`; also written to W/eval.json."""
+def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, sampler=None):
+    """evaluate() of the run in `workdir`; also written to W/eval.json (W/eval-<sampler>.json
+    for another sampler than the model's)."""
     model, config, dataset = load_run(workdir)
-    result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed)}
-    with open(os.path.join(workdir, "eval.json"), "w") as fh:
+    result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed, sampler)}
+    if sampler:
+        result["sampler"] = sampler
+    name = f"eval-{sampler}.json" if sampler else "eval.json"
+    with open(os.path.join(workdir, name), "w") as fh:
         json.dump(result, fh, indent=2)
     return result
 
@@ -253,7 +262,7 @@ def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0):
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
-        result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed)
+        result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed, FLAGS.sampler)
     except EvaluationError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
