@@ -116,13 +116,6 @@ def decoder(model):
     return lambda z, labels: np.asarray(fn(np.asarray(z, np.float32), labels=labels))
 
 
-def encode(model, images, labels, batch=250):
-    """Codes [N, latent_dim] (the posterior mean for VAEs), in batches."""
-    return np.concatenate(
-        [np.asarray(model.encode(images[i : i + batch], labels=labels[i : i + batch])) for i in range(0, len(images), batch)]
-    )
-
-
 def grid_scale(image_height):
     """How many times the PNG enlarges each pixel: 28x28 digits twice, 8x8 ones 7 times."""
     return max(1, 56 // image_height)
@@ -170,7 +163,7 @@ def interpolation_rows(model, dataset, pairs=4, steps=10, seed=0):
         x, y = dataset.test_images, dataset.test_labels
         chosen = pick_pairs(y, pairs, seed)
         for a, b in chosen:
-            z_a, z_b = encode(model, x[[a, b]], y[[a, b]])
+            z_a, z_b = model.training_codes(x[[a, b]], y[[a, b]])
             codes.append((z_a, z_b))
             labels = np.full(steps, y[a], np.int32)  # the CVAE draws x_a's class all along
             for path in (lerp, slerp):
@@ -231,7 +224,7 @@ def arithmetic_rows(model, dataset, triples):
     x, y = dataset.test_images, dataset.test_labels
     dec, rows = decoder(model), []
     for a, b, c in triples:
-        z_a, z_b, z_c = encode(model, x[[a, b, c]], y[[a, b, c]])
+        z_a, z_b, z_c = model.training_codes(x[[a, b, c]], y[[a, b, c]])
         rows += [x[[a, b, c]], dec((z_a - z_b + z_c)[None], y[[c]])]
     return np.concatenate(rows)
 
@@ -240,7 +233,7 @@ def class_mean_rows(model, dataset):
     """(images, columns): per class, c (its median-ink test image) then
     decode(z_c - m_{y_c} + m_k) for every class k, m_k the mean test code of class k."""
     x, y = dataset.test_images, dataset.test_labels
-    codes = encode(model, x, y)
+    codes = model.training_codes(x, y)
     classes = np.unique(y)
     means = np.stack([codes[y == k].mean(0) for k in classes])
     dec, rows = decoder(model), []

@@ -136,7 +136,9 @@ class CodeSampler:
 
     # -- fitting -----------------------------------------------------------------
     def training_codes(self, images, labels=None, batch_size=256):
-        """encode(x) (the posterior mean where there is one) [N, J] as numpy, in batches."""
+        """encode(x) (the posterior mean where there is one) [N, J] as numpy
+        float64, in batches; of any images (train.evaluate and train.explore
+        encode test images with it too)."""
         codes = []
         for start in range(0, len(images), batch_size):
             batch_labels = labels[start : start + batch_size] if self.conditional else None
