@@ -1,0 +1,120 @@
+"""Keras layers the nets share.
+
+BatchNorm is keras.layers.BatchNormalization computed by TensorFlow's fused
+kernel (one FusedBatchNormV3 op forward and one gradient op backward) instead
+of Keras 3's chain of elementwise ops: the same function, several times
+cheaper on a CPU, most of all in bfloat16."""
+
+import keras
+import tensorflow as tf
+from keras.src.utils import naming
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class BatchNorm(keras.layers.BatchNormalization):
+    """y = gamma * (x - mean) / sqrt(var + epsilon) + beta over the last axis.
+
+    Training: mean and var are the batch's (var biased, 1/n), and the moving
+    statistics move by m <- momentum * m + (1 - momentum) * batch statistic, as
+    in keras.layers.BatchNormalization. Inference uses the moving statistics.
+    Statistics are computed in float32 whatever the compute dtype.
+
+    The fused kernel computes the statistics of this replica's batch, so when
+    `synchronized` is set and there are several replicas (MirroredStrategy,
+    MultiWorkerMirroredStrategy), or with a mask or renorm, the layer falls back
+    to Keras's implementation, which all-reduces them."""
+
+    def __init__(self, name=None, **kwargs):
+        # Keep Keras's automatic layer names (batch_normalization_<n>), so that
+        # weights saved from nets built with keras.layers.BatchNormalization load.
+        if name is None:
+            name = naming.auto_name("BatchNormalization")
+        super().__init__(name=name, **kwargs)
+
+    def _can_fuse(self, inputs, mask):
+        if mask is not None or self.renorm or self.axis not in (-1, len(inputs.shape) - 1):
+            return False
+        if len(inputs.shape) not in (2, 4):
+            return False
+        if self.synchronized:
+            ctx = tf.distribute.get_replica_context()
+            if ctx is not None and ctx.num_replicas_in_sync > 1:
+                return False
+        return True
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        shape = tf.shape(inputs)
+        x = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]  # [B, C] -> [B, 1, 1, C]
+        x = tf.cast(x, self.compute_dtype)
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if training and self.trainable:
+            y, mean, unbiased_var = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )
+            # The kernel returns var * n / (n - 1); Keras moves the biased var.
+            n = tf.cast(tf.size(x) // channels, tf.float32)
+            var = unbiased_var * tf.math.divide_no_nan(n - 1.0, n)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + var * (1.0 - self.momentum)
+            )
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x,
+                gamma,
+                beta,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )
+        return tf.reshape(y, shape)
+
+
+def keep_mask(shape, rate, seed):
+    """A Bernoulli(1 - p) keep mask of `shape` (bool) and its scale 1 / (1 - p),
+    p = round(65536 * rate) / 65536 (within 8e-6 of rate).
+
+    Each unit compares 16 random bits u with 65536 p: keep where u >= 65536 p,
+    so P(keep) = 1 - p exactly. One Philox word gives two units, half the
+    random numbers of a float draw per unit, which is most of dropout's cost
+    on a CPU. (A bfloat16 uniform has 7 random bits: Keras's dropout in
+    bfloat16 drops 39/128 = 0.305 of the units at rate 0.3, scaling by 1/0.7.)"""
+    threshold = int(round(rate * 65536))
+    if not 0 < threshold < 65536:
+        raise ValueError(f"dropout rate must be in (0, 1), got {rate!r}")
+    shape = list(shape)  # ints, or scalar tensors for dynamic sizes
+    last = shape[-1]
+    if isinstance(last, int) and last % 2 == 0:  # two 16-bit halves of each word side by side
+        words = tf.random.stateless_uniform(
+            shape[:-1] + [last // 2], seed, minval=None, maxval=None, dtype=tf.uint32
+        )
+        halves = tf.reshape(tf.bitcast(words, tf.int16), shape)
+    else:
+        n = tf.reduce_prod(shape)
+        words = tf.random.stateless_uniform([(n + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
+        halves = tf.reshape(tf.reshape(tf.bitcast(words, tf.int16), [-1])[:n], shape)
+    # int16 holds u - 32768 for u uniform on 0..65535.
+    return halves >= threshold - 32768, 65536.0 / (65536 - threshold)
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class Dropout(keras.layers.Dropout):
+    """keras.layers.Dropout with the mask of `keep_mask`: in training,
+    y = x * m / (1 - p) with m ~ Bernoulli(1 - p) per unit (E[y] = x), drawn
+    from 16-bit random integers; identity in inference. Seeds come from the
+    layer's SeedGenerator as in Keras, so checkpoints carry the stream."""
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or self.noise_shape is not None:
+            return super().call(inputs, training=training)
+        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+        static = inputs.shape
+        shape = [static[i] if static[i] is not None else tf.shape(inputs)[i] for i in range(len(static))]
+        keep, scale = keep_mask(shape, self.rate, seed)
+        return inputs * tf.where(keep, tf.constant(scale, inputs.dtype), tf.constant(0, inputs.dtype))
