@@ -44,9 +44,28 @@ def test_unknown_loss_is_a_one_line_error(tmp_path):
                      r"wasserstein_gp", line), line
 
 
-def test_benchmark_prints_its_figures():
-    proc = run_module("train.benchmark", "--model=gan", "--batch_size=16", "--steps=2", timeout=300)
+FAKE_REFERENCE = """
+import sys, time
+steps = int(sys.argv[sys.argv.index("--steps") + 1])
+end = time.process_time() + 0.05 * steps  # 0.05 CPU s per step of 16 images
+while time.process_time() < end:
+    pass
+print("fake images_per_s=123.0")
+"""
+
+
+def test_benchmark_prints_its_figures(tmp_path):
+    reference = tmp_path / "ref.py"
+    reference.write_text(FAKE_REFERENCE)
+    proc = run_module("train.benchmark", "--model=gan", "--batch_size=16", "--steps=4", "--vs_reference",
+                      f"--reference={reference}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("train_images_per_s", "serving_ms_batch_1", "serving_ms_batch_64", "peak_memory_mb"):
+    for key in ("train_images_per_s", "train_images_per_cpu_s", "serving_ms_batch_1", "serving_ms_batch_64",
+                "peak_memory_mb"):
         assert result[key] > 0, key
+    assert result["reference_images_per_s"] == 123.0
+    assert result["ratio_vs_reference"] == pytest.approx(result["train_images_per_s"] / 123.0)
+    # 4 more steps of 0.05 CPU s for 16 images each in the second run: 320 images per CPU second.
+    assert result["reference_images_per_cpu_s"] == pytest.approx(320, rel=0.25)
+    assert result["ratio_per_cpu_s"] == pytest.approx(result["train_images_per_cpu_s"] / result["reference_images_per_cpu_s"])

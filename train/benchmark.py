@@ -6,7 +6,11 @@ the exported `generate` (ms per batch of 1 and of 64, loaded as TF Serving would
 and the process's peak memory. --vs_reference also runs
 ../shared/bench/ref_tf_dcgan.py (the TF tutorial's DCGAN step, float32) before
 and after ours in the same invocation and prints the ratio of our training
-speed to the mean of its two; --torch_python=PYTHON runs its PyTorch twin too.
+speed to the mean of its two (ratio_vs_reference); the second run takes twice
+the steps, so the difference of their CPU times gives the reference's images
+per CPU second too, and ratio_per_cpu_s compares the work per image, which
+other load on the machine disturbs less than wall time.
+--torch_python=PYTHON runs its PyTorch twin too.
 """
 
 import json
@@ -22,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -42,19 +47,43 @@ flags.DEFINE_string("torch_python", None, "a Python with torch installed: also r
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def training_images_per_second(model, batch_size, steps, image_shape):
+class _StepClock(keras.callbacks.Callback):
+    """Wall and process CPU time from the start of batch `first` to the end of
+    the last batch; the end waits for the step's result, so it is all counted."""
+
+    def __init__(self, first):
+        super().__init__()
+        self.first = first
+        self.start = self.end = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.first:
+            self.start = (time.perf_counter(), time.process_time())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch >= self.first:
+            float(next(iter(logs.values())))  # waits for the step
+            self.end = (time.perf_counter(), time.process_time())
+
+
+def training_images_per_second(model, batch_size, steps, image_shape, warmup=3):
     """(images per wall second, images per CPU second of this process) of
-    model.fit's compiled train step on one cached batch."""
+    model.fit's compiled train step on one cached batch.
+
+    Only the steps after `warmup` (tracing, first calls) are timed, inside one
+    fit call: creating and destroying a tf.data iterator is not a training
+    step, and destroying one can wait for seconds on tf.data's autotuning
+    thread, which made the figure swing by 2x from run to run."""
     rng = np.random.RandomState(0)
     images = rng.rand(batch_size, *image_shape).astype(np.float32)
     labels = rng.randint(0, max(model.num_classes, 1), batch_size).astype(np.int32)
     ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    clock = _StepClock(first=warmup)
+    model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[clock])
     images = steps * batch_size
     # Per CPU-second too: steadier than wall time when other processes share the cores.
-    return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
+    wall, cpu = (end - start for end, start in zip(clock.end, clock.start))
+    return images / wall, images / cpu
 
 
 def serving_latency_ms(model, repeats=20):
@@ -77,12 +106,16 @@ def serving_latency_ms(model, repeats=20):
 
 
 def reference_images_per_second(args):
-    """Runs a reference script (argv `args`) in a subprocess and parses its images_per_s."""
+    """Runs a reference script (argv `args`) in a subprocess; returns (the
+    images_per_s it prints, the CPU seconds the subprocess used)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(args, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     match = re.search(r"images_per_s=([\d.]+)", proc.stdout)
     if not match:
         raise RuntimeError(f"{os.path.basename(args[1])} printed no figure: {proc.stderr.strip().splitlines()[-1:]}")
-    return float(match.group(1))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return float(match.group(1)), cpu
 
 
 def bench_script(name):
@@ -102,8 +135,8 @@ def main(argv):
     sizes = ["--batch", str(FLAGS.batch_size), "--steps", str(FLAGS.steps)]
     references = []
     if FLAGS.vs_reference:  # before and after ours: the mean evens out load that comes and goes
-        reference = [sys.executable, bench_script("ref_tf_dcgan.py"), *sizes]
-        references.append(reference_images_per_second(reference))
+        reference = [sys.executable, bench_script("ref_tf_dcgan.py"), "--batch", str(FLAGS.batch_size)]
+        references.append(reference_images_per_second(reference + ["--steps", str(FLAGS.steps)]))
     policy = precision.apply(FLAGS.mixed_precision)
     image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10)
@@ -120,12 +153,18 @@ def main(argv):
     result.update(serving_latency_ms(model))
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if FLAGS.vs_reference:
-        references.append(reference_images_per_second(reference))
-        result["reference_images_per_s"] = sum(references) / len(references)
+        # The second run takes twice the steps: the difference of the two runs'
+        # CPU time is the reference's steady-state CPU per image (start-up cancels).
+        references.append(reference_images_per_second(reference + ["--steps", str(2 * FLAGS.steps)]))
+        result["reference_images_per_s"] = sum(rate for rate, _ in references) / len(references)
         result["ratio_vs_reference"] = result["train_images_per_s"] / result["reference_images_per_s"]
+        extra_cpu = references[1][1] - references[0][1]
+        if extra_cpu > 0:
+            result["reference_images_per_cpu_s"] = FLAGS.steps * FLAGS.batch_size / extra_cpu
+            result["ratio_per_cpu_s"] = result["train_images_per_cpu_s"] / result["reference_images_per_cpu_s"]
     if FLAGS.torch_python:
         torch_reference = [FLAGS.torch_python, bench_script("ref_torch_dcgan.py"), *sizes]
-        result["torch_reference_images_per_s"] = reference_images_per_second(torch_reference)
+        result["torch_reference_images_per_s"] = reference_images_per_second(torch_reference)[0]
     print(json.dumps(result))
 
 
