@@ -29,10 +29,34 @@ def test_time_to_quality_is_the_first_epoch_within_the_factor():
     assert report.time_to_quality(history[:2]) is None
 
 
+PREVIOUS_VAE = {
+    "entry": "vae", "model": "vae", "policy": "float32", "epochs": 3, "minutes": 4.0, "images_per_s": 100.0,
+    "minutes_to_quality": None, "fcd_by_epoch": [30.0, 20.0, 10.0], "fcd": 10.0, "fcd_reference": 4.0,
+    "precision": 0.5, "recall": 0.5, "density": 0.5, "coverage": 0.5, "class_entropy": 2.0,
+    "commit": "abc1234", "budget": 4.0,
+}
+
+
+def test_merged_keeps_previous_rows_and_replaces_rerun_ones():
+    previous = [{"entry": "ae", "v": 1}, {"entry": "vae", "v": 1}]
+    new = [{"entry": "gan", "v": 2}, {"entry": "ae", "v": 2}]
+    assert report.merged(previous, new) == [{"entry": "ae", "v": 2}, {"entry": "vae", "v": 1}, {"entry": "gan", "v": 2}]
+    assert report.merged([], new) == new
+
+
+def test_provenance_names_each_value_once():
+    rows = [{"entry": "ae", "commit": "a"}, {"entry": "vae", "commit": "b"}, {"entry": "gan", "commit": "a"}]
+    assert report.provenance(rows[:1], "commit") == "a"
+    assert report.provenance(rows, "commit") == "a (ae, gan), b (vae)"
+    assert report.provenance([{"entry": "ae", "budget": 4.0}], "budget", report._minutes) == "4 min"
+
+
 def test_report_trains_evaluates_and_writes_the_tables(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     out = tmp_path / "docs" / "zoo.md"
+    out.parent.mkdir()
+    (tmp_path / "docs" / "zoo.json").write_text(json.dumps([PREVIOUS_VAE]))  # a row of an earlier report
     proc = run_module(
         "train.report", "--dataset=digits", "--models=ae,gan@off", "--minutes=0.01",
         f"--runs_dir={tmp_path / 'runs'}", f"--out={out}", f"--readme={readme}",
@@ -43,15 +67,19 @@ def test_report_trains_evaluates_and_writes_the_tables(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ae ") or line.startswith("| gan ")]
     assert len(rows) == 2, text
     assert "| gan | float32 |" in text  # gan@off ran in float32
+    assert "| vae | float32 | 4.0 | 3 |" in text  # kept from the earlier report, with its commit named
+    assert "abc1234 (vae)" in text and "0.01 min (ae, gan@off)" in text
     for name in ("ae", "gan_off"):
         assert (tmp_path / "docs" / "zoo" / f"{name}.png").stat().st_size > 0
     results = json.loads((tmp_path / "docs" / "zoo.json").read_text())
-    assert [r["entry"] for r in results] == ["ae", "gan@off"]
-    for r in results:
+    assert [r["entry"] for r in results] == ["vae", "ae", "gan@off"]
+    assert results[0] == PREVIOUS_VAE
+    for r in results[1:]:
+        assert r["budget"] == 0.01 and r["commit"] != "abc1234"
         assert r["epochs"] >= 1 and r["minutes"] > 0 and r["images_per_s"] > 0
         assert len(r["fcd_by_epoch"]) == r["epochs"] and r["fcd"] > 0 and r["fcd_reference"] > 0
         assert os.path.exists(tmp_path / "runs" / r["entry"].replace("@", "_") / "eval.json")
-    assert "linear_probe_accuracy" in results[0] and "linear_probe_accuracy" not in results[1]
+    assert "linear_probe_accuracy" in results[1] and "linear_probe_accuracy" not in results[2]
     new_readme = readme.read_text()
     assert "old table" not in new_readme and rows[0] in new_readme
     assert new_readme.startswith("# project\n\nbefore\n") and new_readme.endswith("after\n")

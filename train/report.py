@@ -10,6 +10,10 @@ real-vs-real floor. The same table replaces the one between the zoo-table
 markers of README.md. Numbers come only from these runs; the file names the
 commit and the machine they ran on.
 
+--models=NAME,... runs only those and keeps the other rows of the existing
+report (docs/zoo.json), each with the commit and budget it was measured at;
+--nokeep starts the report afresh.
+
 A model named NAME@off runs with --mixed_precision=off (float32); by default
 the list adds dcgan@off beside dcgan where the CPU computes in bfloat16, so
 the two precisions can be compared.
@@ -46,6 +50,7 @@ def define_flags():
     flags.DEFINE_string("out", os.path.join(ROOT, "docs", "zoo.md"), "the report (its sample grids go beside it, in zoo/)")
     flags.DEFINE_string("readme", os.path.join(ROOT, "README.md"), "README whose zoo table is replaced ('' for none)")
     flags.DEFINE_string("cache_dir", evaluate.CACHE_DIR, "where the evaluation classifiers are cached")
+    flags.DEFINE_bool("keep", True, "keep the existing report's rows of models not run now")
 
 
 class ReportError(Exception):
@@ -135,6 +140,37 @@ def summarise(entry, workdir):
     }
 
 
+def previous_rows(path):
+    """The rows of an existing report's JSON beside `path` ([] if none or unreadable)."""
+    try:
+        with open(os.path.splitext(path)[0] + ".json") as fh:
+            rows = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and "entry" in r and "error" not in r]
+
+
+def merged(previous, new):
+    """previous rows with those of `new` entries replaced in place; other new rows appended."""
+    fresh = {r["entry"]: r for r in new}
+    rows = [fresh.pop(r["entry"], r) for r in previous]
+    return rows + [r for r in new if r["entry"] in fresh]
+
+
+def provenance(rows, key, fmt=str):
+    """'X' when every row has the same `key`, else 'X (a, b), Y (c)'."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(fmt(r.get(key, "unknown")), []).append(r["entry"])
+    if len(groups) == 1:
+        return next(iter(groups))
+    return ", ".join(f"{value} ({', '.join(entries)})" for value, entries in groups.items())
+
+
+def _minutes(value):
+    return f"{value:g} min" if isinstance(value, (int, float)) else str(value)
+
+
 def _fmt(value, digits=2):
     if value is None:
         return "-"
@@ -193,14 +229,15 @@ def write_text(path, text):
     os.replace(tmp, path)
 
 
-def write_report(rows, path, minutes_note):
+def write_report(rows, path):
     grid_dir = os.path.join(os.path.dirname(path), "zoo")
     lines = [
         "# The zoo's scoreboard",
         "",
-        f"Written by `python -m train.report` on {time.strftime('%Y-%m-%d')} from commit {commit()}, "
-        f"on {machine()}. Each model trained on {rows[0].get('dataset', FLAGS.dataset)} "
-        f"for {minutes_note} of training (to the end of the epoch that passed them), then `train.evaluate` "
+        f"Written by `python -m train.report` on {time.strftime('%Y-%m-%d')} from commit "
+        f"{provenance(rows, 'commit')}, on {machine()}. Each model trained on {rows[0].get('dataset', FLAGS.dataset)} "
+        f"for {provenance(rows, 'budget', _minutes)} of training (to the end of the epoch that passed them), "
+        "then `train.evaluate` "
         f"measured it against {rows[0].get('num_samples', 500)} test images (see its docstring for every figure). "
         "FCD is the Frechet distance in the features of the zoo's digit classifier; the floor in "
         "brackets is the distance of real train images to the test images. "
@@ -235,7 +272,10 @@ def update_readme(path, rows, report_path):
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
     link = os.path.relpath(report_path, os.path.dirname(os.path.abspath(path)))
-    block = f"{TABLE_BEGIN}\n{table(rows)}\n\nFrom `python -m train.report` at commit {commit()}; details in [{link}]({link}).\n{TABLE_END}"
+    block = (
+        f"{TABLE_BEGIN}\n{table(rows)}\n\nFrom `python -m train.report` at commit {provenance(rows, 'commit')}; "
+        f"details in [{link}]({link}).\n{TABLE_END}"
+    )
     write_text(path, head + block + tail)
 
 
@@ -250,7 +290,8 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     os.makedirs(FLAGS.runs_dir, exist_ok=True)
-    rows = []
+    previous = previous_rows(FLAGS.out) if FLAGS.keep else []
+    new = []
     for entry in entries:
         workdir = os.path.abspath(os.path.join(FLAGS.runs_dir, entry.replace("@", "_")))
         log_path = workdir + ".log"
@@ -260,7 +301,7 @@ def main(argv):
         try:
             if code != 0:
                 raise ReportError(f"train.run exited with {code}, see {log_path}")
-            row = summarise(entry, workdir)
+            row = {**summarise(entry, workdir), "commit": commit(), "budget": minutes}
             grids = sorted(os.listdir(os.path.join(workdir, "samples")))
             os.makedirs(os.path.join(os.path.dirname(FLAGS.out), "zoo"), exist_ok=True)
             shutil.copy(os.path.join(workdir, "samples", grids[-1]),
@@ -270,10 +311,9 @@ def main(argv):
             print(f"{entry}: failed: {row['error']}", flush=True)
         else:
             print(json.dumps({k: v for k, v in row.items() if k not in ("class_histogram", "fcd_by_epoch")}), flush=True)
-        rows.append(row)
-        notes = sorted({f"{minutes_for(e):g} min" for e in entries})
-        # after every model, so that a crash later keeps what was measured
-        write_report(rows, FLAGS.out, " / ".join(notes) + (" (per model, see --budget)" if len(notes) > 1 else ""))
+        new.append(row)
+        rows = merged(previous, new)
+        write_report(rows, FLAGS.out)  # after every model, so that a crash later keeps what was measured
     if FLAGS.readme:
         update_readme(FLAGS.readme, rows, FLAGS.out)
     print(table(rows))
