@@ -1,4 +1,4 @@
-"""zoo.layers: the fused BatchNorm computes keras.layers.BatchNormalization's
+"""zoo.layers: the fused BatchNormalization computes keras.layers.BatchNormalization's
 function, and Dropout keeps each unit with probability 1 - p, unbiased."""
 
 import os
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from zoo.layers import BatchNorm, Dropout, keep_mask
+from zoo.layers import BatchNormalization, Dropout, keep_mask
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def _run(layer, x, training):
 def test_batch_norm_equals_keras(policy, shape):
     rng = np.random.RandomState(0)
     x = tf.constant(rng.randn(*shape).astype(np.float32) * 3 + 1)
-    ours, keras_bn = BatchNorm(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    ours, keras_bn = BatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
     for layer in (ours, keras_bn):
         layer.build(shape)
     for mine, theirs in zip(ours.weights, keras_bn.weights):  # gamma, beta, moving mean, moving var
@@ -53,7 +53,7 @@ def test_batch_norm_equals_keras(policy, shape):
 
 
 def test_batch_norm_is_one_fused_op():
-    bn = BatchNorm()
+    bn = BatchNormalization()
     graph = tf.function(lambda x: bn(x, training=True)).get_concrete_function(tf.TensorSpec([8, 4, 4, 3])).graph
     ops = {op.type for op in graph.get_operations()}
     assert "FusedBatchNormV3" in ops and "Mean" not in ops
@@ -63,11 +63,11 @@ SYNC_CHECK = """
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from zoo.layers import BatchNorm
+from zoo.layers import BatchNormalization
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 x = np.concatenate([np.zeros((4, 3)), np.ones((4, 3)) * 2]).astype(np.float32)  # replica means 0 and 2
 with strategy.scope():
-    bn = BatchNorm(synchronized=True, epsilon=1e-3)
+    bn = BatchNormalization(synchronized=True, epsilon=1e-3)
     bn.build((None, 3))
 batch = next(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(x))))
 out = strategy.run(tf.function(lambda b: bn(b, training=True)), args=(batch,))
@@ -78,7 +78,7 @@ print("ok")
 
 
 def test_batch_norm_synchronizes_over_replicas():
-    """With several replicas a synchronized BatchNorm normalises with the
+    """With several replicas a synchronized BatchNormalization normalises with the
     statistics of the global batch (Keras's all-reduce), not the replica's."""
     proc = subprocess.run(
         [sys.executable, "-c", SYNC_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT,

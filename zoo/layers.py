@@ -1,17 +1,18 @@
 """Keras layers the nets share.
 
-BatchNorm is keras.layers.BatchNormalization computed by TensorFlow's fused
-kernel (one FusedBatchNormV3 op forward and one gradient op backward) instead
-of Keras 3's chain of elementwise ops: the same function, several times
-cheaper on a CPU, most of all in bfloat16."""
+BatchNormalization is keras.layers.BatchNormalization computed by TensorFlow's
+fused kernel (one FusedBatchNormV3 op forward and one gradient op backward)
+instead of Keras 3's chain of elementwise ops: the same function, several
+times cheaper on a CPU, most of all in bfloat16. Dropout is keras.layers.Dropout
+with a cheaper (and, in bfloat16, exact) mask. Both keep Keras's class names,
+so weights saved with Keras's layers (.keras files, checkpoints) load into them."""
 
 import keras
 import tensorflow as tf
-from keras.src.utils import naming
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class BatchNorm(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """y = gamma * (x - mean) / sqrt(var + epsilon) + beta over the last axis.
 
     Training: mean and var are the batch's (var biased, 1/n), and the moving
@@ -23,13 +24,6 @@ class BatchNorm(keras.layers.BatchNormalization):
     `synchronized` is set and there are several replicas (MirroredStrategy,
     MultiWorkerMirroredStrategy), or with a mask or renorm, the layer falls back
     to Keras's implementation, which all-reduces them."""
-
-    def __init__(self, name=None, **kwargs):
-        # Keep Keras's automatic layer names (batch_normalization_<n>), so that
-        # weights saved from nets built with keras.layers.BatchNormalization load.
-        if name is None:
-            name = naming.auto_name("BatchNormalization")
-        super().__init__(name=name, **kwargs)
 
     def _can_fuse(self, inputs, mask):
         if mask is not None or self.renorm or self.axis not in (-1, len(inputs.shape) - 1):

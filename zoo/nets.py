@@ -8,7 +8,7 @@ return raw outputs: the model decides their range (logits, tanh, ...)."""
 import keras
 from keras import layers
 
-from zoo.layers import BatchNorm, Dropout
+from zoo import layers as zoo_layers
 
 KINDS = ("mlp", "conv")
 
@@ -101,7 +101,7 @@ def generator(kind, in_dim, image_shape, name="generator"):
     z = keras.Input((in_dim,), name="z")
 
     def bn_lrelu(h):
-        h = BatchNorm(synchronized=True)(h)
+        h = zoo_layers.BatchNormalization(synchronized=True)(h)
         return layers.LeakyReLU(0.3)(h)
 
     if kind == "conv":
@@ -138,7 +138,7 @@ def discriminator(kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="
             h = layers.Conv2D(64 * 2**i, 5, strides=2, padding="same")(h)
             h = layers.LeakyReLU(0.3)(h)
             if dropout:
-                h = Dropout(dropout)(h)
+                h = zoo_layers.Dropout(dropout)(h)
         h = layers.Flatten()(h)
         if cond is not None:
             h = layers.LeakyReLU(0.2)(layers.Dense(hidden)(_joined(h, cond)))
@@ -148,7 +148,7 @@ def discriminator(kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="
         for units in (hidden, hidden // 2):
             h = layers.LeakyReLU(0.2)(layers.Dense(units)(h))
             if dropout:
-                h = Dropout(dropout)(h)
+                h = zoo_layers.Dropout(dropout)(h)
     out = layers.Dense(1, dtype="float32", name="logit")(h)
     return _model(image, cond, out, name)
 
