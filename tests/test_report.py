@@ -90,3 +90,33 @@ def test_unknown_model_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nosuch' in --models; choose from: aae")
     assert "Traceback" not in proc.stderr
+
+
+def test_commit_ignores_the_reports_own_outputs(tmp_path, monkeypatch):
+    """The report rewrites docs/zoo.* and README as it goes: that is not an uncommitted change."""
+    import subprocess
+
+    from absl import flags
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    for name in ("docs/zoo.md", "docs/zoo.json", "README.md", "code.py"):
+        (tmp_path / name).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    if "out" not in flags.FLAGS:
+        report.define_flags()
+    flags.FLAGS(["report", f"--out={tmp_path / 'docs' / 'zoo.md'}", f"--readme={tmp_path / 'README.md'}"])
+    try:
+        for name in ("docs/zoo.md", "docs/zoo.json", "README.md"):
+            (tmp_path / name).write_text("v2\n")
+        assert not report.commit().endswith("+uncommitted changes")
+        (tmp_path / "code.py").write_text("v2\n")
+        assert report.commit().endswith("+uncommitted changes")
+    finally:
+        flags.FLAGS.unparse_flags()

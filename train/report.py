@@ -200,10 +200,16 @@ def table(rows):
 
 
 def commit():
+    """HEAD's short hash, with '+uncommitted changes' when tracked files differ
+    from it, the report's own outputs (the report, its grids, README) aside."""
+    outputs = [FLAGS.out, os.path.splitext(FLAGS.out)[0] + ".json", os.path.join(os.path.dirname(FLAGS.out), "zoo")]
+    if FLAGS.readme:
+        outputs.append(FLAGS.readme)
+    excluded = [f":(exclude){os.path.abspath(p)}" for p in outputs]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=ROOT, capture_output=True, text=True)
     except OSError:
         return "unknown"
     return head.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "") or "unknown"
