@@ -199,13 +199,17 @@ def table(rows):
     return "\n".join(lines)
 
 
-def commit():
+def own_outputs(out, readme):
+    """The files and folders a report writes: the report, its JSON and grids, README ('' for none)."""
+    outputs = [out, os.path.splitext(out)[0] + ".json", os.path.join(os.path.dirname(out), "zoo")]
+    return outputs + ([readme] if readme else [])
+
+
+def commit(ignore=()):
     """HEAD's short hash, with '+uncommitted changes' when tracked files differ
-    from it, the report's own outputs (the report, its grids, README) aside."""
-    outputs = [FLAGS.out, os.path.splitext(FLAGS.out)[0] + ".json", os.path.join(os.path.dirname(FLAGS.out), "zoo")]
-    if FLAGS.readme:
-        outputs.append(FLAGS.readme)
-    excluded = [f":(exclude){os.path.abspath(p)}" for p in outputs]
+    from it; the paths in `ignore` (the report's own outputs, which it rewrites
+    as it goes) aside."""
+    excluded = [f":(exclude){os.path.abspath(p)}" for p in ignore]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
@@ -307,7 +311,8 @@ def main(argv):
         try:
             if code != 0:
                 raise ReportError(f"train.run exited with {code}, see {log_path}")
-            row = {**summarise(entry, workdir), "commit": commit(), "budget": minutes}
+            measured_at = commit(own_outputs(FLAGS.out, FLAGS.readme))
+            row = {**summarise(entry, workdir), "commit": measured_at, "budget": minutes}
             grids = sorted(os.listdir(os.path.join(workdir, "samples")))
             os.makedirs(os.path.join(os.path.dirname(FLAGS.out), "zoo"), exist_ok=True)
             shutil.copy(os.path.join(workdir, "samples", grids[-1]),

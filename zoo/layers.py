@@ -74,8 +74,8 @@ def keep_mask(shape, rate, seed):
     """A Bernoulli(1 - p) keep mask of `shape` (bool) and its scale 1 / (1 - p),
     p = round(65536 * rate) / 65536 (within 8e-6 of rate).
 
-    Each unit compares 16 random bits u with 65536 p: keep where u >= 65536 p,
-    so P(keep) = 1 - p exactly. One Philox word gives two units, half the
+    Each unit reads 16 random bits as an int16 v, uniform on -32768..32767,
+    and is kept where v >= 65536 p - 32768, so P(keep) = 1 - p exactly. One Philox word gives two units, half the
     random numbers of a float draw per unit, which is most of dropout's cost
     on a CPU. (A bfloat16 uniform has 7 random bits: Keras's dropout in
     bfloat16 drops 39/128 = 0.305 of the units at rate 0.3, scaling by 1/0.7.)"""
@@ -93,7 +93,6 @@ def keep_mask(shape, rate, seed):
         n = tf.reduce_prod(shape)
         words = tf.random.stateless_uniform([(n + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
         halves = tf.reshape(tf.reshape(tf.bitcast(words, tf.int16), [-1])[:n], shape)
-    # int16 holds u - 32768 for u uniform on 0..65535.
     return halves >= threshold - 32768, 65536.0 / (65536 - threshold)
 
 
