@@ -132,11 +132,12 @@ def bench_script(name):
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    sizes = ["--batch", str(FLAGS.batch_size), "--steps", str(FLAGS.steps)]
+    def argv(python, script, steps):
+        return [python, bench_script(script), "--batch", str(FLAGS.batch_size), "--steps", str(steps)]
+
     references = []
     if FLAGS.vs_reference:  # before and after ours: the mean evens out load that comes and goes
-        reference = [sys.executable, bench_script("ref_tf_dcgan.py"), "--batch", str(FLAGS.batch_size)]
-        references.append(reference_images_per_second(reference + ["--steps", str(FLAGS.steps)]))
+        references.append(reference_images_per_second(argv(sys.executable, "ref_tf_dcgan.py", FLAGS.steps)))
     policy = precision.apply(FLAGS.mixed_precision)
     image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10)
@@ -155,7 +156,7 @@ def main(argv):
     if FLAGS.vs_reference:
         # The second run takes twice the steps: the difference of the two runs'
         # CPU time is the reference's steady-state CPU per image (start-up cancels).
-        references.append(reference_images_per_second(reference + ["--steps", str(2 * FLAGS.steps)]))
+        references.append(reference_images_per_second(argv(sys.executable, "ref_tf_dcgan.py", 2 * FLAGS.steps)))
         result["reference_images_per_s"] = sum(rate for rate, _ in references) / len(references)
         result["ratio_vs_reference"] = result["train_images_per_s"] / result["reference_images_per_s"]
         extra_cpu = references[1][1] - references[0][1]
@@ -163,7 +164,7 @@ def main(argv):
             result["reference_images_per_cpu_s"] = FLAGS.steps * FLAGS.batch_size / extra_cpu
             result["ratio_per_cpu_s"] = result["train_images_per_cpu_s"] / result["reference_images_per_cpu_s"]
     if FLAGS.torch_python:
-        torch_reference = [FLAGS.torch_python, bench_script("ref_torch_dcgan.py"), *sizes]
+        torch_reference = argv(FLAGS.torch_python, "ref_torch_dcgan.py", FLAGS.steps)
         result["torch_reference_images_per_s"] = reference_images_per_second(torch_reference)[0]
     print(json.dumps(result))
 
