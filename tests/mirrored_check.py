@@ -2,9 +2,9 @@
 set up before TensorFlow initialises): for each GAN model, two train steps on a global
 batch under tf.distribute.MirroredStrategy over 2 logical CPU devices, and the
 same two steps on one device; prints one JSON line {model: max |w_1 - w_2|}.
-Cases named on the command line run instead (tests/test_aae.py and
-tests/test_bigan.py run those of OTHER_CASES); every optimizer the model's
-compile_defaults names becomes SGD.
+Cases named on the command line run instead (tests/test_aae.py,
+tests/test_bigan.py and tests/test_gan.py run some of OTHER_CASES); every
+optimizer the model's compile_defaults names becomes SGD.
 
 SGD, not Adam: Adam's first steps are ~lr * sign(g), blind to the gradient's
 scale, so they would hide a loss averaged over the per-replica batch."""
@@ -40,6 +40,18 @@ OTHER_CASES = {
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),
     "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp")),
+    # The moving averages of zoo.ema (model weights too, so compared with the rest).
+    "dcgan_ema": ("dcgan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
+    "bigan_ema": ("bigan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
+    "aae_ema": ("aae", dict(latent_dim=4, ema_decay=0.5)),
+    # The GAN family's discriminator levers: the hinge loss with the R1 penalty,
+    # spectral normalisation (its power-iteration vectors are weights, compared
+    # with the rest) and DiffAugment (draws of the global batch, sliced).
+    "gan_hinge_r1": ("gan", dict(latent_dim=8, d_dropout=0.0, loss="hinge", r1_weight=1.0)),
+    "gan_aug_r1": ("gan", dict(latent_dim=8, d_dropout=0.0, augment="cutout,translation", r1_weight=0.5, d_steps=2)),
+    "dcgan_sn_aug": ("dcgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True, augment="translation,cutout")),
+    "cgan_sn": ("cgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True)),
+    "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout")),
 }
 
 

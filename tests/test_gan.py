@@ -82,7 +82,7 @@ def test_losses_match_their_formulas_on_known_logits():
         losses.non_saturating_generator_loss,
     )
     assert losses.get("minimax")[1] is losses.minimax_generator_loss
-    assert set(losses.LOSSES) == {"non_saturating", "minimax", "least_squares", "wasserstein_gp"}
+    assert set(losses.LOSSES) == {"non_saturating", "minimax", "least_squares", "wasserstein_gp", "hinge"}
 
 
 def test_gradient_penalty_of_a_linear_critic():
@@ -96,11 +96,11 @@ def test_gradient_penalty_of_a_linear_critic():
 
 def test_unknown_loss_name_lists_the_valid_ones():
     with pytest.raises(ValueError) as error:
-        build("gan", loss="hinge")
+        build("gan", loss="squared_hinge")
     for name in losses.LOSSES:
         assert name in str(error.value)
     with pytest.raises(ValueError, match="non_saturating"):
-        losses.get("hinge")
+        losses.get("squared_hinge")
 
 
 def test_bad_options_are_rejected():
@@ -389,9 +389,12 @@ def test_call_and_predict_generate_from_z(name):
 
 def test_mirrored_strategy_matches_one_device():
     """2 replicas on a global batch make the update one device makes on it
-    (gan with d_steps=2, dcgan with synchronized batch norm, cgan)."""
-    result = run_mirrored_check()
-    assert set(result) == {"gan", "dcgan", "cgan"}
+    (gan with d_steps=2, dcgan with synchronized batch norm, cgan; dcgan_ema:
+    G's moving average too; the discriminator levers of tests/test_gan_levers.py:
+    hinge + R1, DiffAugment, spectral norm)."""
+    levers = ("gan_hinge_r1", "gan_aug_r1", "dcgan_sn_aug", "cgan_sn")
+    result = run_mirrored_check("gan", "dcgan", "cgan", "dcgan_ema", *levers)
+    assert set(result) == {"gan", "dcgan", "cgan", "dcgan_ema", *levers}
     for name, r in result.items():
         assert r["moved"] > 1e-3, (name, r)  # the steps did change the weights
         assert r["max_diff"] < 1e-5, (name, r)

@@ -48,7 +48,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import base, distributions, losses, nets, samplers
+from zoo import base, distributions, ema, losses, nets, samplers
 from zoo.base import option
 
 PRIORS = ("normal", "gmm")
@@ -73,6 +73,7 @@ class AAEConfig:
         False, "gmm prior: draw labelled examples' prior samples from their class's component, "
         "and show D the label (the supervised AAE)"
     )
+    ema_decay: float = option(0.0, ema.HELP)
 
 
 def replica_randint(batch_size, maxval, seed):
@@ -87,7 +88,7 @@ def replica_randint(batch_size, maxval, seed):
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class AAE(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
+class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
     """Adversarial autoencoder; see the module docstring for the objective.
 
     compile(ae_optimizer, d_optimizer, g_optimizer): Adam by default (see
@@ -99,6 +100,7 @@ class AAE(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
     signature_names = ("generate", "encode", "decode", "reconstruct", "discriminate")
     optimizer_names = ("ae_optimizer", "d_optimizer", "g_optimizer")
     training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
+    ema_networks = ("encoder", "decoder")  # encode/decode (so generate, reconstruct) average them when ema_decay > 0
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
@@ -113,6 +115,7 @@ class AAE(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         self.encoder = nets.encoder(c.net, self.image_shape, self.latent_dim)
         self.decoder = nets.decoder(c.net, self.latent_dim, self.image_shape)
         self.critic = nets.critic(self.latent_dim + self.label_slots)
+        self.build_ema()
         self.built = True
 
     # -- the prior -------------------------------------------------------------
@@ -170,17 +173,23 @@ class AAE(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         return tf.concat([z, tf.one_hot(slots, self.label_slots)], axis=-1)
 
     # -- what the model can do -------------------------------------------------
-    def _codes(self, images, training=False):
-        return tf.cast(self.encoder(tf.convert_to_tensor(images, tf.float32), training=training), tf.float32)
+    def _codes(self, images, training=False, averaged=False):
+        """Q(x); averaged: with Q's moving average (zoo.ema), for inference."""
+        x = tf.convert_to_tensor(images, tf.float32)
+        codes = self.averaged_call("encoder", x, training=training) if averaged else self.encoder(x, training=training)
+        return tf.cast(codes, tf.float32)
 
-    def _logits(self, z, training=False):
-        return tf.cast(self.decoder(tf.convert_to_tensor(z, tf.float32), training=training), tf.float32)
+    def _logits(self, z, training=False, averaged=False):
+        """P(z)'s logits; averaged: with P's moving average (zoo.ema), for inference."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        logits = self.averaged_call("decoder", z, training=training) if averaged else self.decoder(z, training=training)
+        return tf.cast(logits, tf.float32)
 
     def encode(self, images, labels=None):
-        return self._codes(images)
+        return self._codes(images, averaged=True)
 
     def decode(self, z, labels=None):
-        return distributions.likelihood_mean(self._logits(z))
+        return distributions.likelihood_mean(self._logits(z, averaged=True))
 
     def reconstruct(self, images, labels=None):
         return self.decode(self.encode(images))
@@ -265,6 +274,7 @@ class AAE(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         reconstruction = self.reconstruction_step(images)
         d_loss, d_prior, d_code = self.discriminator_step(images, labels)
         g_loss = self.generator_step(images, labels)
+        self.update_ema()
         return self.track(
             reconstruction=reconstruction, d_loss=d_loss, g_loss=g_loss, d_prior=d_prior, d_code=d_code
         )

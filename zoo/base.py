@@ -55,19 +55,25 @@ def step_seed(base_seed, step, stream):
     )
 
 
-def replica_normal(batch_size, dim, seed):
-    """N(0, I) noise [batch_size, dim] for this replica.
+def replica_slice(draw, batch_size):
+    """This replica's rows of `draw(global_batch)`, global_batch = batch_size * N.
 
-    One draw of the global batch [batch_size * N, dim] is made on every replica
-    from the same stateless seed and each replica keeps its own slice, so N
-    replicas together use exactly the noise that one device would use for the
-    whole batch (and no two replicas share noise). Needs equal per-replica
+    `draw` makes a stateless random draw for the whole global batch (a tensor
+    with global_batch rows); every replica makes the same draw and keeps its own
+    slice, so N replicas together use exactly what one device would use for the
+    whole batch (and no two replicas share a draw). Needs equal per-replica
     batches: training pipelines drop the remainder."""
     ctx = tf.distribute.get_replica_context()
     n = num_replicas()
     replica = ctx.replica_id_in_sync_group if ctx is not None else 0
-    noise = tf.random.stateless_normal([batch_size * n, dim], seed)
-    return noise[replica * batch_size : (replica + 1) * batch_size]
+    values = draw(batch_size * n)
+    return values[replica * batch_size : (replica + 1) * batch_size]
+
+
+def replica_normal(batch_size, dim, seed):
+    """N(0, I) noise [batch_size, dim] for this replica: its slice of one draw
+    [batch_size * N, dim] for the global batch (replica_slice)."""
+    return replica_slice(lambda n: tf.random.stateless_normal([n, dim], seed), batch_size)
 
 
 def replica_seed(seed):

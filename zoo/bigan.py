@@ -28,12 +28,13 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo import base, losses, nets, samplers
+from zoo import augment, base, ema, losses, nets, samplers
 from zoo.base import option
 
 BIGAN_LOSSES = ("non_saturating", "minimax")  # the sigmoid losses, whose label flip is -logit
 
 _D_NOISE, _GE_NOISE = 1, 2  # random streams of one train step
+_AUG_REAL, _AUG_FAKE = 3, 4  # DiffAugment's draws, folded into a step's seed
 _EVAL = 10
 
 
@@ -44,36 +45,45 @@ class BiGANConfig:
     net: str = option("conv", "generator/encoder/discriminator architecture", nets.KINDS)
     d_dropout: float = option(0.3, "dropout rate in the discriminator")
     loss: str = option("non_saturating", "G and E's side of the game", BIGAN_LOSSES)
+    augment: str = option("", augment.HELP)
+    ema_decay: float = option(0.0, ema.HELP)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
+class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
     """BiGAN; see the module docstring for the objective.
 
     compile(d_optimizer, ge_optimizer): Adam(2e-4, beta_1=0.5) by default.
     encode(x) -> E(x); generate(n or z) -> G(z) (z from the sampler, N(0, I) by
     default); decode(z) -> G(z); reconstruct(x) -> G(E(x));
-    discriminate(x, z) -> D's probability that (x, z) is a data pair."""
+    discriminate(x, z) -> D's probability that (x, z) is a data pair.
+
+    augment (off by default) applies a DiffAugment policy (zoo.augment, Zhao et
+    al. 2020) to the image of each pair D sees in the train steps, x of (x, E(x))
+    and G(z) of (G(z), z), independent draws; E encodes the un-augmented x."""
 
     Config = BiGANConfig
     tracked = ("d_loss", "ge_loss", "d_real", "d_fake")
     signature_names = ("generate", "encode", "reconstruct", "discriminate")
     optimizer_names = ("d_optimizer", "ge_optimizer")
     training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 2e-4}
+    ema_networks = ("generator", "encoder")  # encode/decode/reconstruct average them when ema_decay > 0
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
         c = self.config
+        self.augment_policy = augment.parse(c.augment)
         self.generator = nets.generator(c.net, self.latent_dim, self.image_shape)
         self.encoder = nets.encoder(c.net, self.image_shape, self.latent_dim)
         self.discriminator = nets.discriminator(
             c.net, self.image_shape, cond_dim=self.latent_dim, dropout=c.d_dropout
         )
+        self.build_ema()
         self.built = True
 
     # -- what the model can do ----------------------------------------------------
     def encode(self, images, labels=None):
-        return tf.cast(self.encoder(base.to_tanh(images)), tf.float32)
+        return tf.cast(self.averaged_call("encoder", base.to_tanh(images)), tf.float32)
 
     def prior_codes(self, eps, labels=None):
         """z ~ p(z) = N(0, I) is eps itself."""
@@ -81,11 +91,12 @@ class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
 
     def decode(self, z, labels=None):
         """Images G(z) in [0, 1]."""
-        return base.from_tanh(self.generator(tf.convert_to_tensor(z, tf.float32)))
+        return base.from_tanh(self.averaged_call("generator", tf.convert_to_tensor(z, tf.float32)))
 
     def reconstruct(self, images, labels=None):
         """G(E(x)) in [0, 1]: the image BiGAN's inverse mapping leads back to."""
-        return base.from_tanh(self.generator(self.encoder(base.to_tanh(images))))
+        codes = self.averaged_call("encoder", base.to_tanh(images))
+        return base.from_tanh(self.averaged_call("generator", codes))
 
     def discriminate(self, images, z):
         """D's probability [B] that (images, z) is a data pair (x, E(x))."""
@@ -97,14 +108,26 @@ class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         return self.reconstruct(images)
 
     # -- losses -------------------------------------------------------------------
-    def logits(self, images, seed, training=False):
+    def logits(self, images, seed, training=False, augmented=False):
         """(real logits D(x, E(x)), fake logits D(G(z), z)) per example, with this
-        replica's slice of the step's global noise batch z."""
+        replica's slice of the step's global noise batch z. augmented (the train
+        steps): D reads T(x) and T(G(z)), the `augment` policy with independent
+        draws from streams of `seed` (DiffAugment); E still encodes the x itself,
+        and G's gradient passes through T."""
         x = base.to_tanh(images)
         z = base.replica_normal(tf.shape(x)[0], self.latent_dim, seed)
-        real = self.discriminator([x, self.encoder(x, training=training)], training=training)
-        fake = self.discriminator([self.generator(z, training=training), z], training=training)
+        real_x = self._augment(x, seed, _AUG_REAL) if augmented else x
+        real = self.discriminator([real_x, self.encoder(x, training=training)], training=training)
+        fake_x = self.generator(z, training=training)
+        fake_x = self._augment(fake_x, seed, _AUG_FAKE) if augmented else fake_x
+        fake = self.discriminator([fake_x, z], training=training)
         return real, fake
+
+    def _augment(self, x, seed, stream):
+        """DiffAugment T(x) (zoo.augment) from `stream` of seed; x itself when augment is off."""
+        if not self.augment_policy:
+            return x
+        return augment.apply(x, self.augment_policy, tf.random.experimental.stateless_fold_in(seed, stream))
 
     @staticmethod
     def d_loss(real, fake):
@@ -123,7 +146,7 @@ class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         seed = base.step_seed(self.seed, self.d_optimizer.iterations, _D_NOISE)
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
-            real, fake = self.logits(images, seed, training=True)
+            real, fake = self.logits(images, seed, training=True, augmented=True)
             loss = self.d_loss(real, fake)
             scaled = self.d_optimizer.scale_loss(base.global_mean(loss))
         self.d_optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -134,7 +157,7 @@ class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         seed = base.step_seed(self.seed, self.ge_optimizer.iterations, _GE_NOISE)
         variables = self.generator.trainable_variables + self.encoder.trainable_variables
         with tf.GradientTape() as tape:
-            real, fake = self.logits(images, seed, training=True)
+            real, fake = self.logits(images, seed, training=True, augmented=True)
             loss = self.ge_loss(real, fake)
             scaled = self.ge_optimizer.scale_loss(base.global_mean(loss))
         self.ge_optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -144,6 +167,7 @@ class BiGAN(base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
         images, _ = base.unpack(data)
         d_loss, d_real, d_fake = self.discriminator_step(images)
         ge_loss = self.ge_step(images)
+        self.update_ema()
         return self.track(d_loss=d_loss, ge_loss=ge_loss, d_real=d_real, d_fake=d_fake)
 
     def test_step(self, data):

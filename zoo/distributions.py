@@ -79,6 +79,14 @@ def kl_to_prior(posterior, prior):
     return tfd.kl_divergence(posterior, prior)
 
 
+def kl_per_dimension(posterior):
+    """KL(N(mu_j, sigma_j^2) || N(0, 1)) = 1/2 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)
+    per latent dimension [B, J] of a diagonal Gaussian posterior; their sum is
+    kl_to_prior's KL to N(0, I)."""
+    mu, sigma = posterior.mean(), posterior.stddev()
+    return 0.5 * (tf.square(mu) + tf.square(sigma) - 1.0) - tf.math.log(sigma)
+
+
 def monte_carlo_kl(posterior, prior, z):
     """KL(q(z|x) || p(z)) per example estimated from one sample: log q(z|x) - log p(z)
     at z ~ q(z|x). For priors without an analytic KL (the Gaussian mixture).

@@ -26,7 +26,9 @@ Distributed training: every loss is a sum over this replica's examples divided
 by the global batch (base.global_mean) and Keras sums gradients over replicas;
 the noise of a step is one stateless draw for the global batch, sliced per
 replica (base.replica_normal), seeded by (model seed, optimizer iterations,
-stream); G's batch norm is synchronized. So N replicas on a global batch make
+stream), and so are DiffAugment's (zoo.augment); G's batch norm is
+synchronized; spectral norm's power-iteration vectors are computed alike on
+every replica and kept from the first. So N replicas on a global batch make
 the update that one device makes on it (tests/test_gan.py proves it).
 """
 
@@ -35,11 +37,12 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo import base, losses, nets
+from zoo import augment, base, ema, losses, nets
 from zoo.base import option
 
 # Random streams of base.step_seed (distinct noise for each use in a step).
 D_NOISE, G_NOISE, GP_MIX, EVAL_NOISE = 0, 1, 2, 3
+AUG_REAL, AUG_FAKE = 4, 5  # DiffAugment's draws, folded into a step's seed (as GP_MIX)
 UPDATES = ("alternating", "simultaneous")
 
 
@@ -59,6 +62,17 @@ class GANConfig:
         "alternating: D then G on fresh noise (Algorithm 1); simultaneous: both from one forward pass (faster)",
         UPDATES,
     )
+    r1_weight: float = option(
+        0.0, "weight gamma of the R1 penalty gamma/2 ||grad_x D(x)||^2 on real data (Mescheder et al. 2018); 0: off"
+    )
+    spectral_norm: bool = option(
+        False, "spectral normalisation of every discriminator layer (Miyato et al. 2018)"
+    )
+    d_lr_multiplier: float = option(
+        1.0, "discriminator's learning rate = this times the generator's (two time-scale rule, Heusel et al. 2017)"
+    )
+    augment: str = option("", augment.HELP)
+    ema_decay: float = option(0.0, ema.HELP)
 
 
 @dataclasses.dataclass
@@ -75,16 +89,17 @@ class DCGANConfig(GANConfig):
     )
 
 
-def default_optimizer(loss="non_saturating", learning_rate=None):
+def default_optimizer(loss="non_saturating", learning_rate=None, multiplier=1.0):
     """Adam(2e-4, beta_1=0.5) of Radford et al. (DCGAN); for wasserstein_gp the
-    Adam(1e-4, beta_1=0, beta_2=0.9) of Gulrajani et al."""
+    Adam(1e-4, beta_1=0, beta_2=0.9) of Gulrajani et al. The learning rate
+    (learning_rate, or that default) is scaled by `multiplier`."""
     if loss == "wasserstein_gp":
-        return keras.optimizers.Adam(learning_rate or 1e-4, beta_1=0.0, beta_2=0.9)
-    return keras.optimizers.Adam(learning_rate or 2e-4, beta_1=0.5)
+        return keras.optimizers.Adam((learning_rate or 1e-4) * multiplier, beta_1=0.0, beta_2=0.9)
+    return keras.optimizers.Adam((learning_rate or 2e-4) * multiplier, beta_1=0.5)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class GAN(base.MultiOptimizer, base.ZooModel):
+class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     """G: z ~ N(0, I) -> x = G(z) in [-1, 1]; D: x -> logit, D(x) = sigmoid(logit).
 
     D minimises  d_loss = -[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z)))
@@ -99,6 +114,17 @@ class GAN(base.MultiOptimizer, base.ZooModel):
     so its `iterations` counts train steps (what TensorBoard and learning-rate
     callbacks see); `d_optimizer.iterations` counts d_steps times as many.
 
+    Discriminator levers, all off by default: loss="hinge" (Lim and Ye 2017;
+    real_target is ignored); r1_weight > 0 adds the R1 penalty on real data
+    (Mescheder et al. 2018) to d_loss; spectral_norm wraps every D layer in
+    zoo.layers.SpectralNormalization (Miyato et al. 2018); d_lr_multiplier sets
+    D's default learning rate to that multiple of G's (TTUR, Heusel et al.
+    2017); augment applies a DiffAugment policy (zoo.augment, Zhao et al. 2020)
+    to every image D sees in training, real and fake, with independent draws,
+    in D's updates and in G's (G's gradient passes through T(G(z))); the
+    training metrics d_real and d_fake are then D's outputs on T(x) and
+    T(G(z)). `generate` and `adversarial_losses` (so test_step) see no augmentation.
+
     `call(z)` (or `call((z, labels))` for the CGAN) returns generated images
     in [0, 1], like `generate(z)`; `discriminate(images)` returns D(x).
 
@@ -112,6 +138,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
     step_optimizer = "g_optimizer"  # model.optimizer: its iterations count train steps
     training_defaults = {"epochs": 50, "batch_size": 64, "learning_rate": 2e-4}
     signature_names = ("generate", "discriminate")
+    ema_networks = ("generator",)  # generate() uses G's moving average when ema_decay > 0
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
@@ -122,14 +149,21 @@ class GAN(base.MultiOptimizer, base.ZooModel):
             raise ValueError(f"real_target must be in (0, 1], got {c.real_target!r}")
         if not 0.0 <= c.d_dropout < 1.0:
             raise ValueError(f"d_dropout must be in [0, 1), got {c.d_dropout!r}")
+        if not c.r1_weight >= 0.0:
+            raise ValueError(f"r1_weight must be >= 0, got {c.r1_weight!r}")
+        if not c.d_lr_multiplier > 0.0:
+            raise ValueError(f"d_lr_multiplier must be > 0, got {c.d_lr_multiplier!r}")
+        self.augment_policy = augment.parse(c.augment)
         self.d_loss_fn, self.g_loss_fn = losses.get(c.loss)
         cond = self.num_classes if self.conditional else 0
         self.generator = nets.generator(c.net, self.latent_dim + cond, self.image_shape)
         self.discriminator = nets.discriminator(
-            c.net, self.image_shape, cond_dim=cond, dropout=c.d_dropout
+            c.net, self.image_shape, cond_dim=cond, dropout=c.d_dropout, spectral_norm=c.spectral_norm,
+            conditioning=getattr(c, "conditioning", "concat"),  # a CGANConfig field only
         )
         self.d_optimizer = None
         self.g_optimizer = None
+        self.build_ema()
         self.built = True
 
     # -- optimizers ------------------------------------------------------------
@@ -148,10 +182,12 @@ class GAN(base.MultiOptimizer, base.ZooModel):
 
     def compile_defaults(self, learning_rate=None):
         """compile() kwargs that train.run uses: two Adam(2e-4, beta_1=0.5), the
-        DCGAN paper's (WGAN-GP: Adam(1e-4, 0, 0.9)); learning_rate overrides both."""
+        DCGAN paper's (WGAN-GP: Adam(1e-4, 0, 0.9)); learning_rate overrides both.
+        D's learning rate is d_lr_multiplier times G's (TTUR, Heusel et al. 2017)."""
+        c = self.config
         return {
-            "d_optimizer": default_optimizer(self.config.loss, learning_rate),
-            "g_optimizer": default_optimizer(self.config.loss, learning_rate),
+            "d_optimizer": default_optimizer(c.loss, learning_rate, c.d_lr_multiplier),
+            "g_optimizer": default_optimizer(c.loss, learning_rate),
         }
 
     def _require_compiled(self):
@@ -167,16 +203,25 @@ class GAN(base.MultiOptimizer, base.ZooModel):
             return None
         return self.one_hot(self.require_labels(labels))
 
-    def _fake(self, z, cond, training):
-        """G(z) (G([z, y]) for the CGAN) in [-1, 1]."""
+    def _fake(self, z, cond, training, averaged=False):
+        """G(z) (G([z, y]) for the CGAN) in [-1, 1]; averaged: G's moving average (zoo.ema)."""
         if cond is not None:
             z = tf.concat([z, cond], axis=-1)
+        if averaged:
+            return self.averaged_call("generator", z, training=training)
         return self.generator(z, training=training)
 
     def _logits(self, x, cond, training):
         """D's logits [B] of x in [-1, 1]."""
         logits = self.discriminator([x, cond] if cond is not None else x, training=training)
         return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+    def _augment(self, x, seed, stream):
+        """DiffAugment T(x) of D's input x [-1, 1] (zoo.augment), drawn from `stream`
+        of the step's seed; x itself when `augment` is off."""
+        if not self.augment_policy:
+            return x
+        return augment.apply(x, self.augment_policy, tf.random.experimental.stateless_fold_in(seed, stream))
 
     def _seed(self, optimizer, stream, offset=0):
         step = tf.cast(optimizer.iterations, tf.int64) + offset
@@ -189,7 +234,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         cond = None
         if self.conditional:
             cond = self.one_hot(self.as_labels(self.require_labels(labels), tf.shape(z)[0]))
-        return base.from_tanh(self._fake(z, cond, training=False))
+        return base.from_tanh(self._fake(z, cond, training=False, averaged=True))
 
     def discriminate(self, images, labels=None):
         """D(x) = sigmoid(logit) [B] for images in [0, 1] (CGAN: D(x | y))."""
@@ -209,7 +254,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
     def adversarial_losses(self, images, labels=None, z=None, seed=None, training=False):
         """Per-example {d_loss, g_loss, d_real, d_fake} on real images in [0, 1]
         and fakes G(z) (z drawn from `seed`, replica-sliced, when not given).
-        No update; d_loss has no gradient penalty."""
+        No update; d_loss has no gradient or R1 penalty, D sees no augmentation."""
         images = tf.cast(images, tf.float32)
         cond = self.condition(labels)
         if z is None:
@@ -237,8 +282,8 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         z = base.replica_normal(batch, self.latent_dim, seed)
         # G is fixed here, but in training mode: its (synchronized) batch norm
         # normalises with batch statistics, as in the G step.
-        fake = tf.stop_gradient(self._fake(z, cond, training=True))
-        real = base.to_tanh(images)
+        fake = self._augment(tf.stop_gradient(self._fake(z, cond, training=True)), seed, AUG_FAKE)
+        real = self._augment(base.to_tanh(images), seed, AUG_REAL)
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             # One D pass over real and fake together (D has no batch norm, so
@@ -266,20 +311,25 @@ class GAN(base.MultiOptimizer, base.ZooModel):
         z = base.replica_normal(batch_size, self.latent_dim, seed)
         variables = self.generator.trainable_variables
         with tf.GradientTape() as tape:
-            fake_logits = self._logits(self._fake(z, cond, True), cond, True)
+            fake_logits = self._logits(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)
             per_example = self.g_loss_fn(fake_logits)
             loss = self.g_optimizer.scale_loss(base.global_mean(per_example))
         self.g_optimizer.apply(tape.gradient(loss, variables), variables)
         return per_example
 
     def _d_loss(self, real_logits, fake_logits, real, fake, cond, seed):
-        """Per-example d_loss, with the gradient penalty for wasserstein_gp."""
+        """Per-example d_loss, with the gradient penalty for wasserstein_gp and the
+        R1 penalty when r1_weight > 0. real and fake are D's inputs: with `augment`
+        the augmented images, so both penalties are taken where D is trained (the
+        WGAN-GP mix of augmented reals and fakes, R1 at the augmented reals)."""
         per_example = self.d_loss_fn(real_logits, fake_logits, self.config.real_target)
         if self.config.loss == "wasserstein_gp":
             mix_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, GP_MIX))
             per_example += losses.gradient_penalty(
                 lambda x: self._logits(x, cond, True), real, fake, mix_seed, weight=self.config.gp_weight
             )
+        if self.config.r1_weight:
+            per_example += losses.r1_penalty(lambda x: self._logits(x, cond, True), real, self.config.r1_weight)
         return per_example
 
     def simultaneous_step(self, images, labels=None, seed=None):
@@ -295,11 +345,11 @@ class GAN(base.MultiOptimizer, base.ZooModel):
             seed = self._seed(self.g_optimizer, G_NOISE)
         cond = self.condition(labels)
         z = base.replica_normal(tf.shape(images)[0], self.latent_dim, seed)
-        real = base.to_tanh(images)
+        real = self._augment(base.to_tanh(images), seed, AUG_REAL)
         d_vars = self.discriminator.trainable_variables
         g_vars = self.generator.trainable_variables
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            fake = self._fake(z, cond, training=True)
+            fake = self._augment(self._fake(z, cond, training=True), seed, AUG_FAKE)
             # Two D passes, not one over the concatenation: G's gradient then
             # flows back through the fake half only.
             real_logits = self._logits(real, cond, True)
@@ -338,6 +388,7 @@ class GAN(base.MultiOptimizer, base.ZooModel):
             g_loss = d["g_loss"]
         else:
             g_loss = self.generator_step(tf.shape(images)[0], labels)
+        self.update_ema()
         return self.track(d_loss=d["d_loss"], g_loss=g_loss, d_real=d["d_real"], d_fake=d["d_fake"])
 
     def test_step(self, data):
@@ -367,10 +418,22 @@ class DCGAN(GAN):
     training_defaults = {"epochs": 30, "batch_size": 64, "learning_rate": 2e-4}
 
 
+@dataclasses.dataclass
+class CGANConfig(GANConfig):
+    conditioning: str = option(
+        "concat",
+        "how D sees the label: concat (joined to its input) or projection (Miyato and Koyama 2018)",
+        nets.CONDITIONINGS,
+    )
+
+
 @keras.saving.register_keras_serializable(package="genzoo")
 class CGAN(GAN):
     """The conditional GAN (Mirza and Osindero 2014): G([z, y]) and D(x, y) with
     y one-hot; the same game on pairs (x, y) of the data. Train on a dataset of
-    (images, labels); generate(n, labels=y) draws class y."""
+    (images, labels); generate(n, labels=y) draws class y. With
+    conditioning="projection" D is the projection discriminator
+    (nets.discriminator): logit = w^T phi(x) + (V y)^T phi(x)."""
 
+    Config = CGANConfig
     conditional = True

@@ -111,3 +111,86 @@ class Dropout(keras.layers.Dropout):
         shape = [static[i] if static[i] is not None else tf.shape(inputs)[i] for i in range(len(static))]
         keep, scale = keep_mask(shape, self.rate, seed)
         return inputs * tf.where(keep, tf.constant(scale, inputs.dtype), tf.constant(0, inputs.dtype))
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class SpectralNormalization(keras.layers.Wrapper):
+    """Spectral normalisation (Miyato et al. 2018, "Spectral Normalization for
+    Generative Adversarial Networks"): the wrapped layer (Dense, Conv2D: any
+    layer linear in its `kernel`) computes with W_SN = W / sigma(W), sigma(W)
+    the largest singular value of its kernel W reshaped to [-1, out].
+
+    sigma is estimated by power iteration on a unit vector u [out], a
+    non-trainable weight of the layer. Every call in training mode makes one
+    iteration and stores the new u,
+
+        v = W u / ||W u||,   u <- W^T v / ||W^T v||,
+
+    and sigma = ||W u|| with u held constant (stop_gradient), so the gradient
+    of W / sigma(W) includes sigma's, v u^T (Algorithm 1 of the paper).
+    Inference reads u without updating it. The kernel variable itself is never
+    modified: the layer runs on W / sigma through a keras.StatelessScope.
+    (keras.layers.SpectralNormalization instead overwrites the trainable kernel
+    with W / sigma at every training call: any training-mode call, a generator
+    step's too, changes D's weights, and no gradient passes through sigma.)
+
+    The iteration runs in float32 whatever the dtype policy. u is aggregated
+    "only_first_replica": under tf.distribute every replica computes the same
+    u from the same W and u, and its assignment in replica context keeps
+    replica 0's."""
+
+    def __init__(self, layer, power_iterations=1, **kwargs):
+        if int(power_iterations) < 1:
+            raise ValueError(f"power_iterations must be >= 1, got {power_iterations!r}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        kwargs["autocast"] = False  # read the kernel in float32; the wrapped layer casts
+        super().__init__(layer, **kwargs)
+        self.power_iterations = int(power_iterations)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if not hasattr(self.layer, "kernel"):
+            raise ValueError(f"{type(self.layer).__name__} has no kernel to normalise")
+        self.vector_u = self.add_weight(
+            shape=(self.layer.kernel.shape[-1],),
+            initializer=keras.initializers.RandomNormal(),
+            trainable=False,
+            name="vector_u",
+            dtype="float32",
+            aggregation="only_first_replica",
+        )
+
+    def _matrix(self):
+        kernel = self.layer.kernel
+        return tf.reshape(tf.cast(kernel.value, tf.float32), [-1, kernel.shape[-1]])
+
+    @staticmethod
+    def _iterate(w, u):
+        v = tf.math.l2_normalize(tf.linalg.matvec(w, u))
+        return tf.math.l2_normalize(tf.linalg.matvec(w, v, transpose_a=True))
+
+    def sigma(self):
+        """The current estimate ||W u|| of the kernel's largest singular value."""
+        return tf.norm(tf.linalg.matvec(self._matrix(), tf.cast(self.vector_u.value, tf.float32)))
+
+    def call(self, inputs, training=False):
+        w = self._matrix()
+        u = tf.cast(self.vector_u.value, tf.float32)
+        if training:
+            for _ in range(self.power_iterations):
+                u = self._iterate(w, u)
+            u = tf.stop_gradient(u)
+            self.vector_u.assign(u)
+        sigma = tf.norm(tf.linalg.matvec(w, u))
+        kernel = self.layer.kernel
+        normalized = tf.reshape(w / sigma, kernel.shape)
+        with keras.StatelessScope(state_mapping=[(kernel, normalized)]):
+            return self.layer(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("autocast", None)
+        return {**config, "power_iterations": self.power_iterations}

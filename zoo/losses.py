@@ -57,6 +57,19 @@ def wasserstein_generator_loss(fake_logits):
     return -_flat(fake_logits)
 
 
+def hinge_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) on the raw outputs: the hinge
+    loss of the geometric GAN (Lim and Ye 2017), used with spectral
+    normalisation by Miyato et al. 2018. real_target is ignored (the margin
+    plays the part of the labels)."""
+    return tf.nn.relu(1.0 - _flat(real_logits)) + tf.nn.relu(1.0 + _flat(fake_logits))
+
+
+def hinge_generator_loss(fake_logits):
+    """-D(G(z)) (Lim and Ye 2017; Miyato et al. 2018)."""
+    return -_flat(fake_logits)
+
+
 def gradient_penalty(critic, real, fake, seed, weight=10.0):
     """weight * (||grad_x' D(x')||_2 - 1)^2 per example, x' = u x + (1 - u) G(z),
     u ~ U(0, 1) per example (WGAN-GP, Gulrajani et al. 2017). `critic` maps a
@@ -72,11 +85,25 @@ def gradient_penalty(critic, real, fake, seed, weight=10.0):
     return weight * tf.square(norm - 1.0)
 
 
+def r1_penalty(critic, real, weight):
+    """weight / 2 * ||grad_x D(x)||_2^2 per example, on real data x: the R1
+    regulariser of Mescheder et al. 2018 ("Which Training Methods for GANs do
+    actually Converge?"), gamma = weight. `critic` maps a batch of inputs to
+    logits; the penalty is differentiable in the critic's weights."""
+    real = tf.convert_to_tensor(real, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        logits = critic(real)
+    grads = tf.reshape(tape.gradient(logits, real), [tf.shape(real)[0], -1])
+    return 0.5 * weight * tf.reduce_sum(tf.square(grads), axis=1)
+
+
 LOSSES = {
     "non_saturating": (minimax_discriminator_loss, non_saturating_generator_loss),
     "minimax": (minimax_discriminator_loss, minimax_generator_loss),
     "least_squares": (least_squares_discriminator_loss, least_squares_generator_loss),
     "wasserstein_gp": (wasserstein_discriminator_loss, wasserstein_generator_loss),
+    "hinge": (hinge_discriminator_loss, hinge_generator_loss),
 }
 
 

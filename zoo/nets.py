@@ -124,32 +124,53 @@ def generator(kind, in_dim, image_shape, name="generator"):
     return keras.Model(z, out, name=name)
 
 
-def discriminator(kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="discriminator"):
+CONDITIONINGS = ("concat", "projection")
+
+
+def discriminator(
+    kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="discriminator", spectral_norm=False,
+    conditioning="concat",
+):
     """x in [-1, 1] (and a condition or joint vector) -> one logit.
 
     conv is the TensorFlow tutorial's DCGAN critic, generalised: Conv 64 s2 ->
     Conv 128 s2 ..., LeakyReLU and Dropout, Flatten -> Dense 1. A condition
-    vector is joined to the flattened features through one hidden layer."""
+    vector is joined to the flattened features through one hidden layer.
+    spectral_norm wraps every Dense and Conv2D (the logit's and the joint
+    layer's too) in zoo.layers.SpectralNormalization (Miyato et al. 2018).
+
+    conditioning="projection" (for a class one-hot y; Miyato and Koyama 2018)
+    does not join y to the features phi(x) but adds its projection on them:
+    logit = w^T phi(x) + b + (V y)^T phi(x), so every class has its own
+    direction in D's feature space from the first step."""
     check_kind(kind)
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"conditioning={conditioning!r} is not valid; choose one of: {', '.join(CONDITIONINGS)}")
+    project = conditioning == "projection" and cond_dim > 0
+    sn = zoo_layers.SpectralNormalization if spectral_norm else (lambda layer: layer)
     image, cond = _inputs(image_shape, cond_dim)
     h = image
     if kind == "conv":
         for i in range(downsamplings(image_shape)):
-            h = layers.Conv2D(64 * 2**i, 5, strides=2, padding="same")(h)
+            h = sn(layers.Conv2D(64 * 2**i, 5, strides=2, padding="same"))(h)
             h = layers.LeakyReLU(0.3)(h)
             if dropout:
                 h = zoo_layers.Dropout(dropout)(h)
         h = layers.Flatten()(h)
-        if cond is not None:
-            h = layers.LeakyReLU(0.2)(layers.Dense(hidden)(_joined(h, cond)))
+        if cond is not None and not project:
+            h = layers.LeakyReLU(0.2)(sn(layers.Dense(hidden))(_joined(h, cond)))
     else:
         h = layers.Flatten()(h)
-        h = _joined(h, cond)
+        h = h if project else _joined(h, cond)
         for units in (hidden, hidden // 2):
-            h = layers.LeakyReLU(0.2)(layers.Dense(units)(h))
+            h = layers.LeakyReLU(0.2)(sn(layers.Dense(units))(h))
             if dropout:
                 h = zoo_layers.Dropout(dropout)(h)
-    out = layers.Dense(1, dtype="float32", name="logit")(h)
+    out = sn(layers.Dense(1, dtype="float32", name="logit"))(h)
+    if project:
+        embedded = sn(layers.Dense(h.shape[-1], use_bias=False, name="class_embedding"))(cond)
+        projection = layers.Dot(axes=1, dtype="float32", name="projection")([embedded, h])
+        out = layers.Add(dtype="float32", name="logit_projected")([out, projection])
     return _model(image, cond, out, name)
 
 

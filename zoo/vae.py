@@ -36,6 +36,12 @@ class VAEConfig:
     )
     prior: str = option("normal", "p(z): N(0, I), or a learned Gaussian mixture (gmm)", distributions.PRIORS)
     prior_components: int = option(10, "number of Gaussians of the gmm prior")
+    kl_warmup_steps: int = option(
+        0, "train steps over which the KL weight rises linearly from 0 to 1 (KL annealing; 0: weight 1 throughout)"
+    )
+    free_bits: float = option(
+        0.0, "nats of KL per latent dimension that cost nothing (free bits; 0: the plain ELBO)"
+    )
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
@@ -53,6 +59,10 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
         c = self.config
+        if c.kl_warmup_steps < 0 or c.free_bits < 0:
+            raise ValueError(
+                f"kl_warmup_steps and free_bits must be >= 0, got {c.kl_warmup_steps!r} and {c.free_bits!r}"
+            )
         cond = self.num_classes if self.conditional else 0
         out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
         self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
@@ -122,6 +132,26 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             return distributions.kl_to_prior(posterior, self.prior())
         return distributions.monte_carlo_kl(posterior, self.prior(), z)
 
+    def kl_weight(self, step):
+        """beta_t = min(1, (t + 1) / kl_warmup_steps) at train step t (0-based),
+        1 without warm-up (Bowman et al. 2016, Sonderby et al. 2016)."""
+        warmup = self.config.kl_warmup_steps
+        if warmup <= 0:
+            return tf.constant(1.0)
+        return tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(warmup))
+
+    def kl_objective(self, posterior, kl):
+        """The KL term the optimiser sees, per example: with free bits lambda
+        (Kingma et al. 2016, per example), sum_j max(lambda, KL_j) for the diagonal
+        posterior against N(0, I), KL_j = 1/2 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2);
+        max(lambda J, KL) otherwise. Without free bits, KL itself."""
+        lam = self.config.free_bits
+        if lam <= 0:
+            return kl
+        if self.config.posterior == "diagonal" and self.config.prior == "normal":
+            return tf.reduce_sum(tf.maximum(lam, distributions.kl_per_dimension(posterior)), axis=-1)
+        return tf.maximum(lam * self.latent_dim, kl)
+
     def _decoder_outputs(self, z, labels=None):
         if self.conditional:
             z = tf.concat([z, self.one_hot(self.require_labels(labels))], axis=-1)
@@ -178,8 +208,12 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     def train_step(self, data):
         images, labels = base.unpack(data)
         with tf.GradientTape() as tape:
-            reconstruction, kl = self.elbo_terms(images, labels, seed=self._step_seed())
-            loss = base.global_mean(reconstruction + kl)
+            q = self.posterior(images, labels)
+            z = q.sample(seed=self._step_seed())
+            reconstruction = -self.likelihood(z, labels).log_prob(images)
+            kl = self.kl(q, z)
+            beta = self.kl_weight(self.optimizer.iterations)
+            loss = base.global_mean(reconstruction + beta * self.kl_objective(q, kl))
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
