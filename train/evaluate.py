@@ -7,12 +7,17 @@ domain classifier is the standard substitute), cached per dataset:
   fcd            Frechet classifier distance, test images vs generated images
   fcd_reference  the same distance between test images and as many train images:
                  the floor a perfect generator would reach
+  fcd_ratio      fcd / fcd_reference (1 for a perfect generator)
   precision, recall (k-NN manifolds, k = 3), density and coverage (k = 5),
   class_histogram and its entropy,
   conditional_accuracy for conditional models.
-Models with an encoder add linear_probe_accuracy, reconstruction_mse and code
-statistics; VAEs add elbo and iwae (the K=64 importance-weighted bound on
-log p(x)), in nats per image, higher is better.
+Models with an encoder add linear_probe_accuracy (a logistic regression on the
+codes of the train split, scored on the test split), beside it
+linear_probe_pixels (the same probe on the raw pixels of the same split: what
+the codes must beat; it depends only on the dataset, so it is cached beside the
+classifier), reconstruction_mse and code statistics; VAEs add elbo and iwae
+(the K=64 importance-weighted bound on log p(x)), in nats per image, higher is
+better.
 """
 
 import json
@@ -98,6 +103,31 @@ def _train_classifier(dataset, path, epochs, seed):
     return model, accuracy
 
 
+def pixel_probe_accuracy(dataset, cache_dir):
+    """metrics.linear_probe_accuracy on the flattened raw pixels of the train
+    and test splits: the baseline of the codes' probe. Computed once per
+    dataset and cached beside its classifier."""
+    shape = "x".join(map(str, dataset.image_shape))
+    path = os.path.join(cache_dir, f"pixel-probe-{dataset.name}-{shape}.json")
+    sizes = {"train": len(dataset.train_images), "test": len(dataset.test_images)}
+    try:
+        with open(path) as fh:
+            cached = json.load(fh)
+        if cached.get("sizes") == sizes:  # a changed split is measured afresh
+            return float(cached["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    accuracy = metrics.linear_probe_accuracy(
+        dataset.train_images.reshape(sizes["train"], -1), dataset.train_labels,
+        dataset.test_images.reshape(sizes["test"], -1), dataset.test_labels,
+    )
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump({"accuracy": accuracy, "sizes": sizes}, fh)
+    os.replace(path + ".tmp", path)
+    return accuracy
+
+
 def _batched(fn, *arrays, batch=250):
     outs = [fn(*(a[i : i + batch] for a in arrays)) for i in range(0, len(arrays[0]), batch)]
     if isinstance(outs[0], (tuple, list)):
@@ -139,12 +169,15 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
     precision, recall = metrics.precision_recall(real_f, fake_f)
     density, coverage = metrics.density_coverage(real_f, fake_f)
     histogram, entropy = metrics.class_histogram(predicted, dataset.num_classes)
+    fcd = metrics.frechet_feature_distance(real_f, fake_f)
+    fcd_reference = frechet_reference(clf, dataset, real_f, seed)
     out = {
         "dataset": dataset.name,
         "num_samples": n,
         "classifier_test_accuracy": round(clf_accuracy, 4),
-        "fcd": metrics.frechet_feature_distance(real_f, fake_f),
-        "fcd_reference": frechet_reference(clf, dataset, real_f, seed),
+        "fcd": fcd,
+        "fcd_reference": fcd_reference,
+        "fcd_ratio": fcd / fcd_reference,
         "precision": precision,
         "recall": recall,
         "density": density,
@@ -155,7 +188,7 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
     if labels is not None:
         out["conditional_accuracy"] = float((predicted == labels).mean())
     if hasattr(model, "encode"):
-        out.update(_encoder_figures(model, dataset))
+        out.update(_encoder_figures(model, dataset, cache_dir))
     if hasattr(model, "elbo_terms"):
         rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), dataset.test_images, dataset.test_labels)
         out["elbo"] = float(-(rec + kl).mean())
@@ -166,7 +199,7 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
     return out
 
 
-def _encoder_figures(model, dataset):
+def _encoder_figures(model, dataset, cache_dir):
     train_codes = model.training_codes(dataset.train_images, dataset.train_labels)
     test_codes = model.training_codes(dataset.test_images, dataset.test_labels)
     recon = _batched(lambda a, b: model.reconstruct(a, labels=b), dataset.test_images, dataset.test_labels)
@@ -174,6 +207,7 @@ def _encoder_figures(model, dataset):
         "linear_probe_accuracy": metrics.linear_probe_accuracy(
             train_codes, dataset.train_labels, test_codes, dataset.test_labels
         ),
+        "linear_probe_pixels": pixel_probe_accuracy(dataset, cache_dir),
         "reconstruction_mse": float(((recon - dataset.test_images) ** 2).mean()),
         **metrics.code_statistics(train_codes),
     }
@@ -210,6 +244,7 @@ class QualityClock(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         logs["minutes"] = self.minutes
         if self.track_fcd:
+            self._fit_sampler()
             fake = generated(self.model, self._z, self._labels)
             fake_f = _batched(lambda a: self._clf(a, training=False)[0], fake)
             logs["fcd"] = metrics.frechet_feature_distance(self._real, fake_f)
@@ -217,6 +252,17 @@ class QualityClock(keras.callbacks.Callback):
         if self.out_of_time():
             self.model.stop_training = True
         self._since = time.perf_counter()
+
+    def _fit_sampler(self):
+        """Fits the latent sampler of a model whose generate() decodes a sampler
+        fitted to the training codes (as train.run does after training), so the
+        FCD of every epoch measures what a run stopped there would give."""
+        if not hasattr(self.model, "fit_sampler") or self.model.config.sampler == "prior":
+            return
+        try:
+            self.model.fit_sampler(self.dataset.train_images, self.dataset.train_labels)
+        except (ValueError, np.linalg.LinAlgError, tf.errors.InvalidArgumentError):
+            pass  # collapsed codes early on: generate falls back to the prior, as train.run's would
 
     def out_of_time(self):
         return self.max_minutes is not None and self.minutes >= self.max_minutes
