@@ -37,11 +37,11 @@ def test_train_run_trains_samples_and_exports(tmp_path, model, strategy):
 
 
 def test_unknown_loss_is_a_one_line_error(tmp_path):
-    proc = run_module("train.run", "--model=dcgan", "--loss=hinge", f"--workdir={tmp_path / 'w'}", timeout=120)
+    proc = run_module("train.run", "--model=dcgan", "--loss=squared_hinge", f"--workdir={tmp_path / 'w'}", timeout=120)
     assert proc.returncode != 0
     line = proc.stderr.strip().splitlines()[-1]
-    assert re.search(r"loss='hinge' is not valid; choose one of: non_saturating, minimax, least_squares, "
-                     r"wasserstein_gp", line), line
+    assert re.search(r"loss='squared_hinge' is not valid; choose one of: non_saturating, minimax, least_squares, "
+                     r"wasserstein_gp, hinge", line), line
 
 
 FAKE_REFERENCE = """

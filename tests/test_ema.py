@@ -126,6 +126,12 @@ def test_off_by_default_adds_no_weights(case):
     assert on.get_config()["ema_decay"] == DECAY
 
 
+def test_decay_warms_up_to_d():
+    model = build("gan", decay=0.999, compile=False)
+    d = [float(model.ema_decay_at(t)) for t in (1, 10, 100, 8990, 9000, 20000)]
+    np.testing.assert_allclose(d, [2 / 11, 11 / 20, 101 / 110, 8991 / 9000, 0.999, 0.999], rtol=1e-6)
+
+
 @pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
 def test_decay_out_of_range_is_an_error(decay):
     with pytest.raises(ValueError, match="ema_decay must be in"):
@@ -151,8 +157,8 @@ def test_averaged_networks():
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_average_starts_at_the_weights_and_follows_the_formula(case):
-    """w_ema = w at construction; after each step w_ema <- d w_ema + (1 - d) w,
-    w the weights after that step."""
+    """w_ema = w at construction; after step t (1, 2, ...) w_ema <- d_t w_ema +
+    (1 - d_t) w, d_t = min(d, (1 + t) / (10 + t)), w the weights after that step."""
     model = build(case)
     pairs = [pair for name in model.ema_networks for pair in model.ema_pairs(name)]
     for w, w_ema in pairs:
@@ -165,7 +171,8 @@ def test_average_starts_at_the_weights_and_follows_the_formula(case):
         raw = values(w for w, _ in pairs)
         assert any(not np.array_equal(a, b) for a, b in zip(raw, raw_before))  # the networks trained
         for (w, w_ema), old, new in zip(pairs, before, raw):
-            expected = np.float32(DECAY) * old + np.float32(1 - DECAY) * new
+            d_t = np.float32(min(DECAY, (2.0 + step) / (11.0 + step)))
+            expected = d_t * old + (np.float32(1) - d_t) * new
             np.testing.assert_allclose(w_ema.numpy(), expected, rtol=1e-6, atol=1e-7, err_msg=f"{w.path} step {step}")
 
 
@@ -225,7 +232,8 @@ def test_mixed_bfloat16(case):
         before = values(w_ema for _, w_ema in pairs)
         train(model, batches(1))
         for (w, w_ema), old in zip(pairs, before):
-            expected = np.float32(DECAY) * old + np.float32(1 - DECAY) * w.numpy()
+            d_1 = np.float32(2.0 / 11.0)  # d_t at t = 1
+            expected = d_1 * old + (np.float32(1) - d_1) * w.numpy()
             np.testing.assert_allclose(w_ema.numpy(), expected, rtol=1e-6, atol=1e-7)
         averaged = outputs(model)
         assert all(v.dtype == tf.float32 for v in averaged.values())

@@ -6,7 +6,13 @@ step every weight w of the averaged networks -- the trainable ones and the
 floating-point non-trainable ones such as batch-norm moving statistics -- moves
 its average by
 
-    w_ema <- d * w_ema + (1 - d) * w
+    w_ema <- d_t * w_ema + (1 - d_t) * w,   d_t = min(d, (1 + t) / (10 + t)),
+
+t the number of train steps taken (the step optimizer's iterations after the
+step). d_t is the warm-up of tf.train.ExponentialMovingAverage(num_updates=t):
+without it the average of a short run would still hold d^t of the random
+initial weights (0.999^1500 = 22% after 1,500 steps, a blurred generator);
+from t = 9 d / (1 - d) on (9,000 steps for d = 0.999) d_t = d.
 
 (integer state, e.g. a dropout's seed, is not averaged: the averaged network
 reads the live value). Training runs on the raw weights, and so do the losses
@@ -33,8 +39,8 @@ import tensorflow as tf
 
 HELP = (
     "decay d of an exponential moving average of the generating networks' weights, "
-    "w_ema <- d w_ema + (1 - d) w after every step, that generate/decode/encode use "
-    "(Yazici et al. 2019; e.g. 0.999); 0: off"
+    "w_ema <- d_t w_ema + (1 - d_t) w after step t, d_t = min(d, (1 + t) / (10 + t)), that "
+    "generate/decode/encode use (Yazici et al. 2019; e.g. 0.999); 0: off"
 )
 
 
@@ -83,10 +89,18 @@ class Averaging:
         weights = averaged_weights(getattr(self, name))
         return [(w, getattr(self, f"ema_{name}_{i}")) for i, w in enumerate(weights)]
 
+    def ema_decay_at(self, steps):
+        """d_t = min(d, (1 + t) / (10 + t)) after t train steps (see the module docstring)."""
+        t = tf.cast(steps, tf.float32)
+        return tf.minimum(float(self.config.ema_decay), (1.0 + t) / (10.0 + t))
+
     def update_ema(self):
-        """w_ema <- d * w_ema + (1 - d) * w for every averaged weight; call it
-        after a step's updates (a no-op when ema_decay = 0)."""
-        decay = float(self.config.ema_decay)
+        """w_ema <- d_t * w_ema + (1 - d_t) * w for every averaged weight, t the
+        step optimizer's iterations; call it after a step's updates (a no-op
+        when ema_decay = 0)."""
+        if not self.config.ema_decay:
+            return
+        decay = self.ema_decay_at(self.optimizer.iterations)
         for name in self.ema_networks:
             for w, w_ema in self.ema_pairs(name):
                 w_ema.assign(decay * w_ema.value + (1.0 - decay) * tf.cast(w.value, w_ema.dtype))
