@@ -114,9 +114,10 @@ def policy(name):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_off_by_default_adds_no_weights(case):
+def test_off_adds_no_weights(case):
     name, _ = CASES[case]
-    assert zoo.default_config(name)["ema_decay"] == 0.0
+    # on by default only where train.report measured that it helps
+    assert zoo.default_config(name)["ema_decay"] == (0.999 if name == "cgan" else 0.0)
     off = build(case, decay=0.0)
     assert not [w.path for w in off.weights if "ema_" in w.path]
     assert all(off.ema_pairs(n) == [] for n in off.ema_networks)

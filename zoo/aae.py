@@ -60,7 +60,7 @@ _EVAL = 10  # offset of the streams that test_step uses
 GAME_LR_RATIO = 0.2  # learning rate of the latent game / that of the reconstruction
 
 
-@samplers.with_sampler_options
+@samplers.with_sampler_options(sampler="gmm")
 @dataclasses.dataclass
 class AAEConfig:
     latent_dim: int = option(8, "size of the code z")
@@ -99,7 +99,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     tracked = ("reconstruction", "d_loss", "g_loss", "d_prior", "d_code")
     signature_names = ("generate", "encode", "decode", "reconstruct", "discriminate")
     optimizer_names = ("ae_optimizer", "d_optimizer", "g_optimizer")
-    training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
+    training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": 1e-3}
     ema_networks = ("encoder", "decoder")  # encode/decode (so generate, reconstruct) average them when ema_decay > 0
 
     def __init__(self, image_shape, num_classes=0, **kwargs):

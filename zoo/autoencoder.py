@@ -9,7 +9,7 @@ from zoo import base, distributions, nets, samplers
 from zoo.base import option
 
 
-@samplers.with_sampler_options
+@samplers.with_sampler_options(sampler="gmm")
 @dataclasses.dataclass
 class AEConfig:
     latent_dim: int = option(16, "size of the code z")
@@ -33,6 +33,7 @@ class AE(samplers.CodeSampler, base.ZooModel):
     "gaussian" and "gmm" are fitted to all training codes after training.)"""
 
     Config = AEConfig
+    training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 1e-3}
     tracked = ("loss",)
     signature_names = ("generate", "encode", "decode", "reconstruct")
 

@@ -66,7 +66,7 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
     tracked = ("d_loss", "ge_loss", "d_real", "d_fake")
     signature_names = ("generate", "encode", "reconstruct", "discriminate")
     optimizer_names = ("d_optimizer", "ge_optimizer")
-    training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 2e-4}
+    training_defaults = {"epochs": 8, "batch_size": 64, "learning_rate": 2e-4}
     ema_networks = ("generator", "encoder")  # encode/decode/reconstruct average them when ema_decay > 0
 
     def __init__(self, image_shape, num_classes=0, **kwargs):

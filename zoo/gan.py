@@ -136,7 +136,9 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     tracked = ("d_loss", "g_loss", "d_real", "d_fake")
     optimizer_names = ("d_optimizer", "g_optimizer")
     step_optimizer = "g_optimizer"  # model.optimizer: its iterations count train steps
-    training_defaults = {"epochs": 50, "batch_size": 64, "learning_rate": 2e-4}
+    # The epochs that fit 5 minutes of training on a 2-core CPU without
+    # bfloat16 units (README, "Quality from real runs").
+    training_defaults = {"epochs": 140, "batch_size": 64, "learning_rate": 2e-4}
     signature_names = ("generate", "discriminate")
     ema_networks = ("generator",)  # generate() uses G's moving average when ema_decay > 0
 
@@ -415,16 +417,19 @@ class DCGAN(GAN):
     latent_dim 100."""
 
     Config = DCGANConfig
-    training_defaults = {"epochs": 30, "batch_size": 64, "learning_rate": 2e-4}
+    training_defaults = {"epochs": 8, "batch_size": 64, "learning_rate": 2e-4}  # 3 minutes
 
 
 @dataclasses.dataclass
 class CGANConfig(GANConfig):
     conditioning: str = option(
-        "concat",
+        "projection",
         "how D sees the label: concat (joined to its input) or projection (Miyato and Koyama 2018)",
         nets.CONDITIONINGS,
     )
+    # At 80 epochs on mnist5k the average took cgan from FCD 22.7 to 13.0 and
+    # conditional accuracy from 0.938 to 0.962 (README).
+    ema_decay: float = option(0.999, ema.HELP)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
@@ -437,3 +442,4 @@ class CGAN(GAN):
 
     Config = CGANConfig
     conditional = True
+    training_defaults = {"epochs": 120, "batch_size": 64, "learning_rate": 2e-4}

@@ -40,12 +40,7 @@ def with_sampler_options(config_class=None, *, sampler="prior"):
 
     def decorate(config_class):
         fields = [
-            ("sampler", str, option(
-                sampler,
-                "distribution of the codes generate() decodes: the model's prior, or a gaussian / "
-                "gmm fitted to the training codes after training",
-                SAMPLERS,
-            )),
+            ("sampler", str, sampler_option(sampler)),
             ("sampler_components", int, option(10, "number of Gaussians of the gmm sampler")),
         ]
         extended = dataclasses.make_dataclass(config_class.__name__, fields, bases=(config_class,))
@@ -54,6 +49,18 @@ def with_sampler_options(config_class=None, *, sampler="prior"):
         return extended
 
     return decorate(config_class) if config_class is not None else decorate
+
+
+def sampler_option(default):
+    """The `sampler` field of a Config, with default `default` (a subclass of
+    a decorated Config redeclares `sampler: str = sampler_option(...)` to
+    change it)."""
+    return option(
+        default,
+        "distribution of the codes generate() decodes: the model's prior, or a gaussian / "
+        "gmm fitted to the training codes after training",
+        SAMPLERS,
+    )
 
 
 def gaussian_transform(eps, mean, scale_tril):

@@ -22,7 +22,7 @@ from zoo import base, distributions, nets, samplers
 from zoo.base import option
 
 
-@samplers.with_sampler_options
+@samplers.with_sampler_options(sampler="gmm")
 @dataclasses.dataclass
 class VAEConfig:
     latent_dim: int = option(16, "size of the latent code z")
@@ -53,6 +53,9 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     for the diagonal posterior)."""
 
     Config = VAEConfig
+    # The epochs that fit 5 minutes of training on a 2-core CPU without
+    # bfloat16 units (README, "Quality from real runs").
+    training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 1e-3}
     tracked = ("loss", "reconstruction", "kl")
     signature_names = ("generate", "encode", "decode", "reconstruct")
 
@@ -232,10 +235,17 @@ class VAE(samplers.CodeSampler, base.ZooModel):
         return (encode, ("images", "labels")) if self.conditional else (encode, ("images",))
 
 
+@dataclasses.dataclass
+class CVAEConfig(VAEConfig):
+    # The CVAE samples its prior: the fitted samplers ignore labels.
+    sampler: str = samplers.sampler_option("prior")
+
+
 @keras.saving.register_keras_serializable(package="genzoo")
 class CVAE(VAE):
     """The conditional VAE: q(z|x, y), p(x|z, y) with y one-hot, p(z) as the VAE's;
     loss = -log p(x|z, y) + KL(q(z|x, y) || p(z)). generate(n, labels=y) draws digit y.
     The fitted samplers ignore y: they model the codes of all classes together."""
 
+    Config = CVAEConfig
     conditional = True
