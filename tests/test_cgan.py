@@ -33,3 +33,17 @@ def test_cgan_conditioning_option():
     config = model.get_config()
     assert config["conditioning"] == "projection"
     assert type(model).from_config(config).config.conditioning == "projection"
+
+
+def test_a_cgan_saved_before_the_new_options_loads_as_it_was_trained():
+    """A config without `conditioning` and `ema_decay` (saved before they
+    existed) is the concat discriminator without an average, not today's defaults."""
+    new = zoo.build("cgan", image_shape=(8, 8, 1), num_classes=3)
+    assert (new.config.conditioning, new.config.ema_decay) == ("projection", 0.999)
+    config = new.get_config()
+    for key in ("conditioning", "ema_decay"):
+        config.pop(key)
+    old = zoo.CGAN.from_config(config)
+    assert (old.config.conditioning, old.config.ema_decay) == ("concat", 0.0)
+    assert not [w for w in old.weights if "ema_" in w.path]
+    assert zoo.CGAN.saved_options({"ema_decay": 0.5})["ema_decay"] == 0.5  # a saved value wins

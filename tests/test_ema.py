@@ -325,3 +325,16 @@ def test_train_run_takes_the_option_resumes_and_exports(tmp_path):
     assert os.listdir(os.path.join(base_path, "dcgan")) == ["1"]
     model = keras.models.load_model(os.path.join(workdir, "model.keras"))
     assert model.config.ema_decay == 0.9 and model.ema_pairs("generator")
+
+
+def test_raw_weights_serve_the_trained_networks_within_and_the_average_after():
+    """model.raw_weights() (train.evaluate --weights=raw) runs inference on the raw weights."""
+    model = build("gan")
+    train(model, batches(3))
+    z, _, _ = inputs()
+    averaged = model.generate(z).numpy()
+    raw = base.from_tanh(model.generator(z, training=False)).numpy()
+    assert np.abs(averaged - raw).max() > 1e-4
+    with model.raw_weights():
+        np.testing.assert_array_equal(model.generate(z).numpy(), raw)
+    np.testing.assert_array_equal(model.generate(z).numpy(), averaged)

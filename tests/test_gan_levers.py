@@ -154,6 +154,20 @@ def test_spectral_norm_sigma_converges_to_the_largest_singular_value(layer, shap
     np.testing.assert_array_equal(sn.vector_u.numpy(), u)
 
 
+def test_spectral_norm_reads_u_as_a_unit_vector_before_any_training_call():
+    """Inference on an untrained layer divides by ||W u / |u| ||, not by ||W u||
+    with the random start's arbitrary length."""
+    keras.utils.set_random_seed(0)
+    sn = SpectralNormalization(keras.layers.Dense(1))
+    x = tf.random.stateless_normal([3, 7], [0, 1])
+    sn(x)
+    w, u = sn.layer.kernel.numpy(), sn.vector_u.numpy()
+    sigma = np.linalg.norm(w @ (u / np.linalg.norm(u)))
+    np.testing.assert_allclose(float(sn.sigma()), sigma, rtol=1e-5)
+    expected = x.numpy() @ (w / sigma) + sn.layer.bias.numpy()
+    np.testing.assert_allclose(sn(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_spectral_norm_computes_with_w_over_sigma_and_differentiates_sigma():
     """y = x W / ||W u|| + b for a Dense, and the kernel's gradient is that of
     this function of W (u fixed), which includes the term of sigma(W)."""

@@ -172,3 +172,15 @@ def test_train_run_fits_the_sampler_it_saves_and_exports(tmp_path):
     served = tf.saved_model.load(str(base / "vae" / "1")).signatures["generate"](z=z)["images"].numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert os.path.exists(workdir / "samples" / "epoch_0001.png")
+
+
+def test_a_failed_refit_falls_back_to_the_prior_not_to_an_older_fit(digits):
+    model = zoo.build("ae", image_shape=digits.image_shape, latent_dim=2, net="mlp", sampler="gmm",
+                      sampler_components=3)
+    assert model.try_fit_sampler(digits.train_images[:50]) is None
+    assert float(model.sampler_fitted.numpy()) == 1.0
+    error = model.try_fit_sampler(digits.train_images[:2])  # 2 codes cannot fit 3 components
+    assert error and "at least 3 codes" in error
+    assert float(model.sampler_fitted.numpy()) == 0.0
+    eps = np.random.default_rng(0).standard_normal((4, 2)).astype(np.float32)
+    np.testing.assert_allclose(model.sample_codes(eps), model.prior_codes(eps), rtol=1e-6)

@@ -24,11 +24,11 @@ def test_kl_per_dimension_sums_to_the_analytic_kl():
 
 
 def test_free_bits_clamp_each_dimension_from_below():
-    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp", free_bits=0.5)
+    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp", free_bits=0.6)
     mu, sigma = [[0.0, 1.0, -2.0]], [[1.0, 1.0, 1.0]]  # KL_j = 0, 0.5, 2
     q = posterior(mu, sigma)
     kl = distributions.kl_to_prior(q, distributions.standard_normal_prior(3))
-    np.testing.assert_allclose(model.kl_objective(q, kl).numpy(), [0.5 + 0.5 + 2.0], rtol=1e-5)
+    np.testing.assert_allclose(model.kl_objective(q, kl).numpy(), [0.6 + 0.6 + 2.0], rtol=1e-5)
     # a dimension below lambda gets no gradient; one above gets the KL's
     loc = tf.Variable(np.float32(mu))
     with tf.GradientTape() as tape:
@@ -39,11 +39,13 @@ def test_free_bits_clamp_each_dimension_from_below():
     np.testing.assert_allclose(plain.kl_objective(q, kl).numpy(), kl.numpy())
 
 
-def test_free_bits_on_the_total_for_other_posteriors():
-    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp", free_bits=1.0, prior="gmm")
+def test_free_bits_on_the_total_for_the_banded_posterior_and_not_with_a_gmm_prior():
+    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp", free_bits=1.0, posterior="banded")
     q = posterior([[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]])
     np.testing.assert_allclose(model.kl_objective(q, tf.constant([2.0])).numpy(), [3.0])
     np.testing.assert_allclose(model.kl_objective(q, tf.constant([5.0])).numpy(), [5.0])
+    with pytest.raises(ValueError, match="free_bits needs the analytic KL"):
+        zoo.build("vae", image_shape=(8, 8, 1), free_bits=1.0, prior="gmm")
 
 
 def test_kl_weight_rises_linearly_to_one():

@@ -20,6 +20,7 @@ classifier), reconstruction_mse and code statistics; VAEs add elbo and iwae
 better.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -49,6 +50,8 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "seed of the generated batch")
     flags.DEFINE_string("cache_dir", CACHE_DIR, "where classifiers are cached")
     flags.DEFINE_enum("sampler", None, list(samplers.SAMPLERS), "latent sampler of generated images (default: the model's)")
+    flags.DEFINE_enum("weights", "average", ["average", "raw"], "average: the moving averages that generate serves "
+                      "(models with --ema_decay > 0); raw: the trained weights themselves, to measure the average")
 
 
 IWAE_K = 64
@@ -257,12 +260,8 @@ class QualityClock(keras.callbacks.Callback):
         """Fits the latent sampler of a model whose generate() decodes a sampler
         fitted to the training codes (as train.run does after training), so the
         FCD of every epoch measures what a run stopped there would give."""
-        if not hasattr(self.model, "fit_sampler") or self.model.config.sampler == "prior":
-            return
-        try:
-            self.model.fit_sampler(self.dataset.train_images, self.dataset.train_labels)
-        except (ValueError, np.linalg.LinAlgError, tf.errors.InvalidArgumentError):
-            pass  # collapsed codes early on: generate falls back to the prior, as train.run's would
+        if hasattr(self.model, "fit_sampler") and self.model.config.sampler != "prior":
+            self.model.try_fit_sampler(self.dataset.train_images, self.dataset.train_labels)
 
     def out_of_time(self):
         return self.max_minutes is not None and self.minutes >= self.max_minutes
@@ -289,14 +288,21 @@ def load_run(workdir):
     return model, config, dataset
 
 
-def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, sampler=None):
+def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, sampler=None, weights="average"):
     """evaluate() of the run in `workdir`; also written to W/eval.json (W/eval-<sampler>.json
-    for another sampler than the model's)."""
+    for another sampler than the model's, W/eval-raw.json for the raw weights)."""
     model, config, dataset = load_run(workdir)
-    result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed, sampler)}
+    raw = weights == "raw"
+    if raw and not getattr(model.config, "ema_decay", 0.0):
+        raise EvaluationError(f"--weights=raw compares with a moving average: {config['model']} in {workdir} "
+                              f"was trained without one (--ema_decay=0)")
+    with model.raw_weights() if raw else contextlib.nullcontext():
+        result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed, sampler)}
     if sampler:
         result["sampler"] = sampler
-    name = f"eval-{sampler}.json" if sampler else "eval.json"
+    if raw:
+        result["weights"] = "raw"
+    name = "eval" + (f"-{sampler}" if sampler else "") + ("-raw" if raw else "") + ".json"
     with open(os.path.join(workdir, name), "w") as fh:
         json.dump(result, fh, indent=2)
     return result
@@ -305,7 +311,8 @@ def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, samp
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
-        result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed, FLAGS.sampler)
+        result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed, FLAGS.sampler,
+                                  FLAGS.weights)
     except EvaluationError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

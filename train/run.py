@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
@@ -135,6 +134,7 @@ def _merge_saved(path, config, f):
         )
     if not _has_checkpoint(os.path.dirname(path)):
         return config  # nothing trained yet: the new options replace the old ones
+    saved["model_options"] = zoo.get(saved["model"]).saved_options(saved.get("model_options", {}))
     explicit = {"dataset": f["dataset"].present, "image_size": f["image_size"].present, "seed": f["seed"].present}
     for key, present in explicit.items():
         if present and saved.get(key) != config[key]:
@@ -336,12 +336,9 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
 
     if writer:
         if hasattr(model, "fit_sampler"):  # samplers fitted to the training codes
-            try:
-                model.fit_sampler(dataset.train_images, dataset.train_labels)
-            except (ValueError, np.linalg.LinAlgError, tf.errors.InvalidArgumentError) as e:
-                # e.g. collapsed codes: keep the trained model; generate falls back to the prior
-                logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior",
-                                str(e).splitlines()[0][:200])
+            error = model.try_fit_sampler(dataset.train_images, dataset.train_labels)
+            if error:  # e.g. collapsed codes: keep the trained model; generate falls back to the prior
+                logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior", error)
         keras_path = os.path.join(out_dir, "model.keras")
         model.save(keras_path + ".tmp.keras")
         os.replace(keras_path + ".tmp.keras", keras_path)

@@ -126,6 +126,14 @@ def parse(policy):
     return names
 
 
+def apply_stream(x, policy, seed, stream):
+    """apply(x, policy, seed folded with `stream`): the augmentation of one use
+    in a train step (real or fake batch); x itself when the policy is empty."""
+    if not policy:
+        return x
+    return apply(x, policy, tf.random.experimental.stateless_fold_in(seed, stream))
+
+
 def apply(x, policy, seed):
     """T(x): the augmentations of `policy` (a string or parsed names) in order,
     each with its own stream of `seed`; x itself when the policy is empty."""

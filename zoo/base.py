@@ -214,9 +214,18 @@ class ZooModel(keras.Model):
             **dataclasses.asdict(self.config),
         }
 
+    # Options whose default changed after models were saved without them: a
+    # saved config that lacks such a key gets the value it was trained with.
+    legacy_options = {}
+
+    @classmethod
+    def saved_options(cls, options):
+        """`options` of a saved model (config.json, .keras) with legacy_options filled in."""
+        return {**cls.legacy_options, **options}
+
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**cls.saved_options(config))
 
     # -- metrics ------------------------------------------------------------
     def track(self, **values):

@@ -125,9 +125,7 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
 
     def _augment(self, x, seed, stream):
         """DiffAugment T(x) (zoo.augment) from `stream` of seed; x itself when augment is off."""
-        if not self.augment_policy:
-            return x
-        return augment.apply(x, self.augment_policy, tf.random.experimental.stateless_fold_in(seed, stream))
+        return augment.apply_stream(x, self.augment_policy, seed, stream)
 
     @staticmethod
     def d_loss(real, fake):

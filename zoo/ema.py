@@ -12,7 +12,7 @@ t the number of train steps taken (the step optimizer's iterations after the
 step). d_t is the warm-up of tf.train.ExponentialMovingAverage(num_updates=t):
 without it the average of a short run would still hold d^t of the random
 initial weights (0.999^1500 = 22% after 1,500 steps, a blurred generator);
-from t = 9 d / (1 - d) on (9,000 steps for d = 0.999) d_t = d.
+from t = (10 d - 1) / (1 - d) on (8,990 steps for d = 0.999) d_t = d.
 
 (integer state, e.g. a dropout's seed, is not averaged: the averaged network
 reads the live value). Training runs on the raw weights, and so do the losses
@@ -34,6 +34,8 @@ Under tf.distribute the update runs in replica context inside train_step; the
 averages are aggregated "only_first_replica" (every replica holds the same
 weights, so replica 0's update is everyone's).
 """
+
+import contextlib
 
 import tensorflow as tf
 
@@ -105,18 +107,28 @@ class Averaging:
             for w, w_ema in self.ema_pairs(name):
                 w_ema.assign(decay * w_ema.value + (1.0 - decay) * tf.cast(w.value, w_ema.dtype))
 
+    @contextlib.contextmanager
+    def raw_weights(self):
+        """Within: inference (generate, encode, ...) runs eagerly on the raw
+        weights, to measure what the average adds (train.evaluate --weights=raw)."""
+        self._raw_inference = True
+        try:
+            yield self
+        finally:
+            self._raw_inference = False
+
     def averaged_call(self, name, inputs, **kwargs):
         """Network `name` on `inputs` with its averaged weights, in inference
-        mode; `network(inputs, **kwargs)` when ema_decay = 0."""
+        mode; `network(inputs, **kwargs)` when ema_decay = 0 (or within raw_weights())."""
         network = getattr(self, name)
-        if not self.config.ema_decay:
+        if not self.config.ema_decay or getattr(self, "_raw_inference", False):
             return network(inputs, **kwargs)
         if kwargs.get("training"):
             raise ValueError("the moving averages are for inference: call the network itself to train it")
         averages = {id(w): w_ema for w, w_ema in self.ema_pairs(name)}
         trainable = [averages.get(id(w), w) for w in network.trainable_variables]
         non_trainable = [averages.get(id(w), w) for w in network.non_trainable_variables]
-        outputs, _ = network.stateless_call(trainable, non_trainable, inputs, training=False)
+        outputs, _ = network.stateless_call(trainable, non_trainable, inputs, **{**kwargs, "training": False})
         return outputs
 
 

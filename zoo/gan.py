@@ -69,7 +69,8 @@ class GANConfig:
         False, "spectral normalisation of every discriminator layer (Miyato et al. 2018)"
     )
     d_lr_multiplier: float = option(
-        1.0, "discriminator's learning rate = this times the generator's (two time-scale rule, Heusel et al. 2017)"
+        1.0, "discriminator's default learning rate (compile_defaults, train.run) = this times the "
+        "generator's (two time-scale rule, Heusel et al. 2017)"
     )
     augment: str = option("", augment.HELP)
     ema_decay: float = option(0.0, ema.HELP)
@@ -221,9 +222,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     def _augment(self, x, seed, stream):
         """DiffAugment T(x) of D's input x [-1, 1] (zoo.augment), drawn from `stream`
         of the step's seed; x itself when `augment` is off."""
-        if not self.augment_policy:
-            return x
-        return augment.apply(x, self.augment_policy, tf.random.experimental.stateless_fold_in(seed, stream))
+        return augment.apply_stream(x, self.augment_policy, seed, stream)
 
     def _seed(self, optimizer, stream, offset=0):
         step = tf.cast(optimizer.iterations, tf.int64) + offset
@@ -356,9 +355,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             # flows back through the fake half only.
             real_logits = self._logits(real, cond, True)
             fake_logits = self._logits(fake, cond, True)
-            d_per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
+            with g_tape.stop_recording():  # G's loss never reads D's (or its penalties' second-order graph)
+                d_per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
+                d_loss = self.d_optimizer.scale_loss(base.global_mean(d_per_example))
             g_per_example = self.g_loss_fn(fake_logits)
-            d_loss = self.d_optimizer.scale_loss(base.global_mean(d_per_example))
             g_loss = self.g_optimizer.scale_loss(base.global_mean(g_per_example))
         d_grads = d_tape.gradient(d_loss, d_vars)
         g_grads = g_tape.gradient(g_loss, g_vars)
@@ -442,4 +442,6 @@ class CGAN(GAN):
 
     Config = CGANConfig
     conditional = True
+    # cgan runs saved before these options existed joined y to D's input and had no average
+    legacy_options = {"conditioning": "concat", "ema_decay": 0.0}
     training_defaults = {"epochs": 120, "batch_size": 64, "learning_rate": 2e-4}

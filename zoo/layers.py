@@ -169,13 +169,17 @@ class SpectralNormalization(keras.layers.Wrapper):
         v = tf.math.l2_normalize(tf.linalg.matvec(w, u))
         return tf.math.l2_normalize(tf.linalg.matvec(w, v, transpose_a=True))
 
+    def _u(self):
+        """The power iteration's vector, as a unit vector (its random start is not)."""
+        return tf.math.l2_normalize(tf.cast(self.vector_u.value, tf.float32))
+
     def sigma(self):
         """The current estimate ||W u|| of the kernel's largest singular value."""
-        return tf.norm(tf.linalg.matvec(self._matrix(), tf.cast(self.vector_u.value, tf.float32)))
+        return tf.norm(tf.linalg.matvec(self._matrix(), self._u()))
 
     def call(self, inputs, training=False):
         w = self._matrix()
-        u = tf.cast(self.vector_u.value, tf.float32)
+        u = self._u()
         if training:
             for _ in range(self.power_iterations):
                 u = self._iterate(w, u)
@@ -184,7 +188,10 @@ class SpectralNormalization(keras.layers.Wrapper):
         sigma = tf.norm(tf.linalg.matvec(w, u))
         kernel = self.layer.kernel
         normalized = tf.reshape(w / sigma, kernel.shape)
-        with keras.StatelessScope(state_mapping=[(kernel, normalized)]):
+        # The layer's other weights by value too: inside an outer StatelessScope
+        # (stateless_call) v.value is that scope's value, which a nested scope would not see.
+        others = [(v, v.value) for v in self.layer.variables if v is not kernel]
+        with keras.StatelessScope(state_mapping=others + [(kernel, normalized)]):
             return self.layer(inputs, training=training)
 
     def compute_output_shape(self, input_shape):

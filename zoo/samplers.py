@@ -177,6 +177,18 @@ class CodeSampler:
             variable.assign(np.asarray(value, np.float32))
         return codes
 
+    def try_fit_sampler(self, images, labels=None):
+        """fit_sampler, or, where the codes allow no fit (collapsed codes early in
+        training: a singular covariance, EM failing), marks the sampler unfitted
+        so that generate falls back to the prior instead of an older fit.
+        Returns None, or the first line of the error."""
+        try:
+            self.fit_sampler(images, labels)
+        except (ValueError, np.linalg.LinAlgError, tf.errors.InvalidArgumentError) as e:
+            self.sampler_fitted.assign(0.0)
+            return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        return None
+
     def _require_fitted(self, sampler):
         """ValueError (eagerly; an assertion inside a tf.function) unless fit_sampler has run."""
         message = (

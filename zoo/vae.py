@@ -66,6 +66,9 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             raise ValueError(
                 f"kl_warmup_steps and free_bits must be >= 0, got {c.kl_warmup_steps!r} and {c.free_bits!r}"
             )
+        if c.free_bits and c.prior != "normal":
+            # one-sample Monte Carlo KLs are noisy and can be negative: a per-example clamp would bias them
+            raise ValueError("free_bits needs the analytic KL of prior=normal; use --prior=normal or --free_bits=0")
         cond = self.num_classes if self.conditional else 0
         out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
         self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
@@ -147,7 +150,8 @@ class VAE(samplers.CodeSampler, base.ZooModel):
         """The KL term the optimiser sees, per example: with free bits lambda
         (Kingma et al. 2016, per example), sum_j max(lambda, KL_j) for the diagonal
         posterior against N(0, I), KL_j = 1/2 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2);
-        max(lambda J, KL) otherwise. Without free bits, KL itself."""
+        max(lambda J, KL) for the banded posterior (free bits need prior=normal's
+        analytic KL). Without free bits, KL itself."""
         lam = self.config.free_bits
         if lam <= 0:
             return kl
@@ -168,10 +172,14 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
     def elbo_terms(self, images, labels=None, seed=None):
         """Per-example (-log p(x|z), KL(q(z|x) || p(z))) with z ~ q(z|x) reparameterised."""
+        return self._elbo_parts(images, labels, seed)[1:]
+
+    def _elbo_parts(self, images, labels, seed):
+        """(q(z|x), -log p(x|z), KL) per example at one reparameterised z ~ q(z|x)."""
         q = self.posterior(images, labels)
         z = q.sample(seed=seed)
         reconstruction = -self.likelihood(z, labels).log_prob(images)
-        return reconstruction, self.kl(q, z)
+        return q, reconstruction, self.kl(q, z)
 
     def iwae_bound(self, images, labels=None, k=64, seed=None):
         """log p(x) estimated by importance sampling with K draws from q(z|x)
@@ -211,10 +219,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     def train_step(self, data):
         images, labels = base.unpack(data)
         with tf.GradientTape() as tape:
-            q = self.posterior(images, labels)
-            z = q.sample(seed=self._step_seed())
-            reconstruction = -self.likelihood(z, labels).log_prob(images)
-            kl = self.kl(q, z)
+            q, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())
             beta = self.kl_weight(self.optimizer.iterations)
             loss = base.global_mean(reconstruction + beta * self.kl_objective(q, kl))
         grads = tape.gradient(loss, self.trainable_variables)
