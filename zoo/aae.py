@@ -73,7 +73,9 @@ class AAEConfig:
         False, "gmm prior: draw labelled examples' prior samples from their class's component, "
         "and show D the label (the supervised AAE)"
     )
-    ema_decay: float = option(0.0, ema.HELP)
+    # 22 epochs on mnist5k: FCD 17.7 from the average against 19.0 from the raw
+    # weights of the same run, and a steadier FCD from epoch to epoch (README).
+    ema_decay: float = option(0.995, ema.HELP)
 
 
 def replica_randint(batch_size, maxval, seed):
@@ -100,6 +102,8 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     signature_names = ("generate", "encode", "decode", "reconstruct", "discriminate")
     optimizer_names = ("ae_optimizer", "d_optimizer", "g_optimizer")
     training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": 1e-3}
+    # aae runs saved before the average was on by default had none
+    legacy_options = {"ema_decay": 0.0}
     ema_networks = ("encoder", "decoder")  # encode/decode (so generate, reconstruct) average them when ema_decay > 0
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
