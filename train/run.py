@@ -290,15 +290,13 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
             f"{steps_per_epoch} steps cannot hold; rerun with the --steps_per_epoch and --batch_size of the run"
         )
     guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch, any_worker=distribute.any_worker(strategy))
-    cbs = [
-        guard,
-        callbacks.SampleGrid(
-            os.path.join(out_dir, "samples"),
-            model.sample_inputs(64, seed=config["seed"]),
-            tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
-            write=writer,
-        ),
-    ]
+    grid = callbacks.SampleGrid(
+        os.path.join(out_dir, "samples"),
+        model.sample_inputs(64, seed=config["seed"]),
+        tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
+        write=writer,
+    )
+    cbs = [guard, grid]
     if clock is not None:
         cbs.append(clock)  # before the CSV logger: it adds minutes and fcd to the epoch's logs
     if writer:
@@ -339,6 +337,8 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
             error = model.try_fit_sampler(dataset.train_images, dataset.train_labels)
             if error:  # e.g. collapsed codes: keep the trained model; generate falls back to the prior
                 logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior", error)
+            elif int(epoch.numpy()):  # the last grid drew from the sampler before this fit: show what generate gives
+                grid.on_epoch_end(int(epoch.numpy()) - 1)
         keras_path = os.path.join(out_dir, "model.keras")
         model.save(keras_path + ".tmp.keras")
         os.replace(keras_path + ".tmp.keras", keras_path)
