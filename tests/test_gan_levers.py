@@ -413,3 +413,28 @@ def test_bigan_augments_both_pairs_images_and_encodes_the_plain_x():
         loss = tf.reduce_mean(losses.non_saturating_generator_loss(fake))
     grads = tape.gradient(loss, model.generator.trainable_variables)
     assert max(float(tf.reduce_max(tf.abs(g))) for g in grads) > 1e-6
+
+
+@pytest.mark.parametrize("name, net", [("dcgan", "conv"), ("gan", "mlp"), ("bigan", "conv")])
+def test_width_scales_every_hidden_layer_of_g_and_d(name, net):
+    def sizes(model):
+        return [layer.kernel.shape[-1] for sub in (model.generator, model.discriminator)
+                for layer in sub.layers if hasattr(layer, "kernel") and layer.name not in ("out", "logit")]
+
+    full = zoo.build(name, image_shape=(28, 28, 1), net=net, width=1.0)
+    half = zoo.build(name, image_shape=(28, 28, 1), net=net, width=0.5)
+    for f, h in zip(sizes(full), sizes(half)):
+        # hidden layers halve; layers whose size is the data's (the last ConvT's C, a reshape to pixels) keep it
+        assert h == f // 2 or (h == f and f in (1, 28 * 28)), (sizes(full), sizes(half))
+    assert sum(h < f for f, h in zip(sizes(full), sizes(half))) >= 3
+    assert half.generate(2).shape == (2, 28, 28, 1)
+    with pytest.raises(ValueError, match="width must be > 0"):
+        zoo.build(name, image_shape=(28, 28, 1), net=net, width=0.0)
+
+
+def test_dcgan_runs_saved_before_width_and_ema_load_as_they_were_trained():
+    config = zoo.build("dcgan", image_shape=(28, 28, 1)).get_config()
+    assert config["width"] == 0.5 and config["ema_decay"] == 0.999  # today's defaults
+    old = {k: v for k, v in config.items() if k not in ("width", "ema_decay")}
+    restored = zoo.get("dcgan").from_config(old)
+    assert restored.config.width == 1.0 and restored.config.ema_decay == 0.0

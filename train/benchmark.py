@@ -9,10 +9,12 @@ and after ours in the same invocation and prints the ratio of our training
 speed to the mean of its two (ratio_vs_reference); the second run takes twice
 the steps, so the difference of their CPU times gives the reference's images
 per CPU second too, and ratio_per_cpu_s compares the work per image, which
-other load on the machine disturbs less than wall time.
+other load on the machine disturbs less than wall time. With --vs_reference a
+model that has a `width` option is measured at width 1, the reference's nets.
 --torch_python=PYTHON runs its PyTorch twin too.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -140,13 +142,17 @@ def main(argv):
         references.append(reference_images_per_second(argv(sys.executable, "ref_tf_dcgan.py", FLAGS.steps)))
     policy = precision.apply(FLAGS.mixed_precision)
     image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
-    model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10)
+    options = {}
+    if FLAGS.vs_reference and "width" in {f.name for f in dataclasses.fields(zoo.get(FLAGS.model).Config)}:
+        options["width"] = 1.0  # the reference's nets are the full-width ones
+    model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10, **options)
     model.compile(**model.compile_defaults())
     result = {
         "model": FLAGS.model,
         "batch_size": FLAGS.batch_size,
         "image_shape": list(image_shape),
         "policy": policy,
+        **options,
     }
     result["train_images_per_s"], result["train_images_per_cpu_s"] = training_images_per_second(
         model, FLAGS.batch_size, FLAGS.steps, image_shape

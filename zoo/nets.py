@@ -28,6 +28,11 @@ def downsamplings(image_shape, max_steps=3):
     return steps
 
 
+def scaled(units, width):
+    """`units` times the width multiplier, at least 1."""
+    return max(1, int(round(units * width)))
+
+
 def check_kind(kind):
     if kind not in KINDS:
         raise ValueError(f"net={kind!r} is not valid; choose one of: {', '.join(KINDS)}")
@@ -88,8 +93,9 @@ def decoder(kind, in_dim, image_shape, channels_per_pixel=1, hidden=256, name="d
     return keras.Model(z, out, name=name)
 
 
-def generator(kind, in_dim, image_shape, name="generator"):
-    """z -> x in [-1, 1] (tanh), GAN style.
+def generator(kind, in_dim, image_shape, name="generator", width=1.0):
+    """z -> x in [-1, 1] (tanh), GAN style. `width` scales every hidden layer's
+    units or filters (1: the sizes below).
 
     conv is the DCGAN of the TensorFlow tutorial, generalised: Dense h0*w0*256,
     BN, LeakyReLU -> ConvT 128 s1 -> ConvT s2 stages halving the filters ->
@@ -107,17 +113,17 @@ def generator(kind, in_dim, image_shape, name="generator"):
     if kind == "conv":
         k = downsamplings(image_shape)
         h0, w0 = h_img // 2**k, w_img // 2**k
-        h = bn_lrelu(layers.Dense(h0 * w0 * 256, use_bias=False)(z))
-        h = layers.Reshape((h0, w0, 256))(h)
-        h = bn_lrelu(layers.Conv2DTranspose(128, 5, strides=1, padding="same", use_bias=False)(h))
+        h = bn_lrelu(layers.Dense(h0 * w0 * scaled(256, width), use_bias=False)(z))
+        h = layers.Reshape((h0, w0, scaled(256, width)))(h)
+        h = bn_lrelu(layers.Conv2DTranspose(scaled(128, width), 5, strides=1, padding="same", use_bias=False)(h))
         for i in range(k - 1):
-            h = layers.Conv2DTranspose(64 // 2**i, 5, strides=2, padding="same", use_bias=False)(h)
+            h = layers.Conv2DTranspose(scaled(64 // 2**i, width), 5, strides=2, padding="same", use_bias=False)(h)
             h = bn_lrelu(h)
         h = layers.Conv2DTranspose(c_img, 5, strides=2, padding="same", use_bias=False)(h)
     else:
         h = z
         for units in (256, 512, 1024):
-            h = layers.LeakyReLU(0.2)(layers.Dense(units)(h))
+            h = layers.LeakyReLU(0.2)(layers.Dense(scaled(units, width))(h))
         h = layers.Dense(h_img * w_img * c_img)(h)
         h = layers.Reshape(tuple(image_shape))(h)
     out = layers.Activation("tanh", dtype="float32", name="out")(h)
@@ -129,9 +135,10 @@ CONDITIONINGS = ("concat", "projection")
 
 def discriminator(
     kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="discriminator", spectral_norm=False,
-    conditioning="concat",
+    conditioning="concat", width=1.0,
 ):
-    """x in [-1, 1] (and a condition or joint vector) -> one logit.
+    """x in [-1, 1] (and a condition or joint vector) -> one logit. `width`
+    scales every hidden layer's units or filters.
 
     conv is the TensorFlow tutorial's DCGAN critic, generalised: Conv 64 s2 ->
     Conv 128 s2 ..., LeakyReLU and Dropout, Flatten -> Dense 1. A condition
@@ -152,18 +159,18 @@ def discriminator(
     h = image
     if kind == "conv":
         for i in range(downsamplings(image_shape)):
-            h = sn(layers.Conv2D(64 * 2**i, 5, strides=2, padding="same"))(h)
+            h = sn(layers.Conv2D(scaled(64 * 2**i, width), 5, strides=2, padding="same"))(h)
             h = layers.LeakyReLU(0.3)(h)
             if dropout:
                 h = zoo_layers.Dropout(dropout)(h)
         h = layers.Flatten()(h)
         if cond is not None and not project:
-            h = layers.LeakyReLU(0.2)(sn(layers.Dense(hidden))(_joined(h, cond)))
+            h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(hidden, width)))(_joined(h, cond)))
     else:
         h = layers.Flatten()(h)
         h = h if project else _joined(h, cond)
         for units in (hidden, hidden // 2):
-            h = layers.LeakyReLU(0.2)(sn(layers.Dense(units))(h))
+            h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(units, width)))(h))
             if dropout:
                 h = zoo_layers.Dropout(dropout)(h)
     out = sn(layers.Dense(1, dtype="float32", name="logit"))(h)
