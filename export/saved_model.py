@@ -3,16 +3,33 @@
 A version is written to a hidden sibling directory, verified in a fresh Python
 process that never imports zoo (as TF Serving has no Python), and only then
 renamed into place, so a server polling the base path never sees half a model.
+
+The exported graphs compute in float32 whatever precision trained the model
+(`serving_precision`), so a serving host need not have the training machine's
+bfloat16 units, and ONNX converters get one float type. Besides the model's
+signatures a version has `serve` (the serving_default computation, the
+endpoint Keras's TFSMLayer calls) and TF Serving warmup requests
+(assets.extra/tf_serving_warmup_requests, one PredictionLog per signature).
 """
 
+import contextlib
+import ctypes
+import glob
 import os
+import signal
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from train.workdir import Lock
+
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 class ExportError(RuntimeError):
@@ -28,10 +45,13 @@ def versions(model_dir):
 
 def example_inputs(signature, num_classes, n=3, seed=0):
     """A small batch for every input of a typed tf.function: images in [0, 1],
-    z ~ N(0, I), labels in [0, num_classes)."""
+    z ~ N(0, I), labels in [0, num_classes), num_samples n, seed `seed`."""
     rng = np.random.RandomState(seed)
     inputs = {}
     for spec in signature.input_signature:
+        if spec.name in ("num_samples", "seed"):
+            inputs[spec.name] = np.int32(n if spec.name == "num_samples" else seed)
+            continue
         shape = [n, *spec.shape[1:]]
         if spec.dtype == tf.int32:
             inputs[spec.name] = rng.randint(0, max(num_classes, 1), size=shape).astype(np.int32)
@@ -42,32 +62,118 @@ def example_inputs(signature, num_classes, n=3, seed=0):
     return inputs
 
 
-def export(model, export_base, name, version=None, verify=True):
-    """Writes `model`'s serving_signatures() as <export_base>/<name>/<version>
-    (default: the next integer) and returns that path."""
-    model_dir = os.path.join(export_base, name)
-    existing = versions(model_dir)
-    version = int(version) if version is not None else (existing[-1] + 1 if existing else 1)
-    final = os.path.join(model_dir, str(version))
-    if os.path.exists(final):
-        raise ExportError(f"{final} already exists; versions only grow: pick --version={existing[-1] + 1} or omit it")
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-
-    signatures = model.serving_signatures()
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for sig_name, fn in signatures.items():  # the first is also serving_default
-        archive.add_endpoint(sig_name, fn)
+@contextlib.contextmanager
+def _global_policy(policy):
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
     try:
-        archive.write_out(tmp, verbose=False)
-        if verify:
-            _verify(tmp, signatures, getattr(model, "num_classes", 0))
-        os.rename(tmp, final)
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        keras.config.set_dtype_policy(before)
+
+
+def in_precision(model, serving_precision="float32"):
+    """`model`, or a copy of it built under the Keras policy of
+    `serving_precision` ("float32" or "bfloat16": mixed bfloat16) with the same
+    weights, where some layer computes in another dtype."""
+    if serving_precision not in PRECISIONS:
+        raise ExportError(
+            f"serving_precision={serving_precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}"
+        )
+    policy = PRECISIONS[serving_precision]
+    compute = keras.dtype_policies.get(policy).compute_dtype
+    if all(layer.compute_dtype == compute for layer in model._flatten_layers()):
+        return model
+    config = {**model.get_config(), "dtype": policy}
+    with tempfile.TemporaryDirectory() as tmp, _global_policy(policy):
+        weights = os.path.join(tmp, "model.weights.h5")
+        model.save_weights(weights)
+        copy = type(model).from_config(config)
+        copy.load_weights(weights)
+    return copy
+
+
+def export(model, export_base, name, version=None, verify=True, serving_precision="float32"):
+    """Writes `model`'s serving_signatures() (computing in `serving_precision`,
+    see in_precision) as <export_base>/<name>/<version> (default: the next
+    integer) and returns that path."""
+    model_dir = os.path.join(export_base, name)
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise ExportError(f"--export_base={export_base} is a file, not a directory; pass a directory")
+    if version is not None and not 0 <= int(version) < 2**63:  # TF Serving reads versions as non-negative int64
+        raise ExportError(f"version must be an integer from 0 to 2**63 - 1, got {version}")
+    check_finite(model)
+    os.makedirs(model_dir, exist_ok=True)
+    # One export at a time per model: the next waits, then takes the next version. The
+    # lock file lives beside the model's directory, which holds versions only.
+    with Lock(export_base, f".{name}.export.lock", what="export", wait=True):
+        for stale in glob.glob(os.path.join(model_dir, ".tmp-*")):  # of exports that died (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True) if os.path.isdir(stale) else os.remove(stale)
+        existing = versions(model_dir)
+        version = int(version) if version is not None else (existing[-1] + 1 if existing else 1)
+        final = os.path.join(model_dir, str(version))
+        if os.path.exists(final):
+            raise ExportError(
+                f"{final} already exists; versions only grow: pick --version={existing[-1] + 1} or omit it")
+        tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
+        model = in_precision(model, serving_precision)
+        signatures = model.serving_signatures()
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        for sig_name, fn in signatures.items():  # the first is also serving_default
+            archive.add_endpoint(sig_name, fn)
+        archive.add_endpoint("serve", next(iter(signatures.values())))  # TFSMLayer's default endpoint
+        try:
+            try:
+                archive.write_out(tmp, verbose=False)
+                write_warmup(tmp, name, signatures, getattr(model, "num_classes", 0))
+            except (OSError, tf.errors.OpError) as e:  # disk full, a size limit, read-only
+                reason = str(getattr(e, "message", e)).strip().splitlines()[0].split("; ")[-1][:120]
+                raise ExportError(f"cannot write the SavedModel under {model_dir} ({reason}); free disk space "
+                                  f"or fix permissions, then rerun the export (nothing was published)") from None
+            if verify:
+                _verify(tmp, signatures, getattr(model, "num_classes", 0))
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def check_finite(model):
+    """ExportError naming the first weight that holds NaN or inf."""
+    for weight in model.weights:
+        if not np.all(np.isfinite(np.asarray(weight.numpy(), np.float32))):
+            raise ExportError(
+                f"the model's weight {weight.path} holds NaN or inf, so nothing it serves would be usable; "
+                f"export a run that trained without a non-finite loss"
+            )
+
+
+def write_warmup(path, name, signatures, num_classes):
+    """assets.extra/tf_serving_warmup_requests: one PredictionLog per signature
+    (a request of 1 row), which TF Serving replays when it loads the version,
+    so that no client request pays for loading and tracing the graphs."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(path, WARMUP_FILE)) as writer:
+        for sig_name, fn in signatures.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=name, signature_name=sig_name)
+            )
+            for k, v in example_inputs(fn, num_classes, n=1).items():
+                request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def _die_with_parent():
+    """In the verify child (Linux): SIGKILL when the exporting process dies, so a
+    killed export leaves no orphan."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _verify(path, signatures, num_classes):
@@ -80,7 +186,8 @@ def _verify(path, signatures, num_classes):
         for k, v in x.items():
             inputs[f"{sig_name}/{k}"] = v
         for k, v in out.items():
-            expected[f"{sig_name}/{k}"] = np.asarray(v)
+            v = np.asarray(v)
+            expected[f"{sig_name}/{k}"] = v.astype(bytes) if v.dtype == object else v  # npz: no pickles
     io_path = path + ".io.npz"
     np.savez(io_path, **{f"in:{k}": v for k, v in inputs.items()}, **{f"out:{k}": v for k, v in expected.items()})
     try:
@@ -90,6 +197,7 @@ def _verify(path, signatures, num_classes):
             text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            preexec_fn=_die_with_parent,
         )
     finally:
         os.remove(io_path)

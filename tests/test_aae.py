@@ -179,7 +179,7 @@ def test_serving_signatures(digits64):
     model = build()
     x, _ = digits64
     signatures = model.serving_signatures()
-    assert list(signatures) == ["generate", "encode", "decode", "reconstruct", "discriminate"]
+    assert list(signatures) == ["generate", "encode", "decode", "reconstruct", "discriminate", "sample", "sample_png"]
     z = tf.zeros([3, 4])
     assert signatures["generate"](z)["images"].shape == (3, *SHAPE)
     assert signatures["encode"](x[:3])["z"].shape == (3, 4)

@@ -33,7 +33,7 @@ def test_train_run_trains_samples_and_exports(tmp_path, model, strategy):
                           text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert show.returncode == 0, show.stderr[-2000:]
     found = set(re.findall(r"signature_def\['(\w+)'\]", show.stdout)) - {"__saved_model_init_op"}
-    assert found == {"serving_default", *SIGNATURES[model]}
+    assert found == {"serving_default", "serve", "sample", "sample_png", *SIGNATURES[model]}
 
 
 def test_unknown_loss_is_a_one_line_error(tmp_path):

@@ -117,7 +117,8 @@ def policy(name):
 def test_off_adds_no_weights(case):
     name, _ = CASES[case]
     # on by default only where train.report measured that it helps
-    assert zoo.default_config(name)["ema_decay"] == {"cgan": 0.999, "aae": 0.995}.get(name, 0.0)
+    assert zoo.default_config(name)["ema_decay"] == {"cgan": 0.999, "aae": 0.995, "dcgan": 0.999,
+                                                     "bigan": 0.999}.get(name, 0.0)
     off = build(case, decay=0.0)
     assert not [w.path for w in off.weights if "ema_" in w.path]
     assert all(off.ema_pairs(n) == [] for n in off.ema_networks)
@@ -297,7 +298,7 @@ def test_export_serves_the_average(case, precision, tmp_path):
         model = build(case)
         train(model, batches(3))
         path = saved_model.export(model, str(tmp_path), case)
-        averaged = outputs(model)
+        averaged = outputs(saved_model.in_precision(model))  # what the export computes: float32
         raw = outputs(twin(model, case, averaged=False))
     loaded = tf.saved_model.load(path)
     z, images, _ = inputs()

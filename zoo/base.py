@@ -7,6 +7,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from zoo import serving
+
 KERAS_KWARGS = ("name", "trainable", "dtype")
 
 
@@ -266,24 +268,16 @@ class ZooModel(keras.Model):
     # -- serving ------------------------------------------------------------
     def spec(self, name):
         """The typed TensorSpec of a serving input (batch dimension None)."""
-        if name == "z":
-            return tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
-        if name == "images":
-            return tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
-        if name == "labels":
-            return tf.TensorSpec([None], tf.int32, name="labels")
-        raise KeyError(name)
+        return serving.spec(self, name)
 
     def serving_signatures(self):
-        """{signature name: tf.function with a typed input_signature}, in order;
-        the first is also served as `serving_default`."""
-        signatures = {}
-        for name in self.signature_names:
-            fn, inputs = getattr(self, f"_serve_{name}")()
-            signatures[name] = tf.function(
-                fn, input_signature=[self.spec(i) for i in inputs]
-            )
-        return signatures
+        """{signature name: tf.function with a typed input_signature}, in order
+        (the first is also served as `serving_default`): `signature_names`,
+        then `sample` and `sample_png`. Each checks its inputs in the graph
+        (zoo.serving)."""
+        parts = {name: getattr(self, f"_serve_{name}")() for name in self.signature_names}
+        parts.update(serving.sample_signatures(self))
+        return {name: serving.signature(self, fn, inputs) for name, (fn, inputs) in parts.items()}
 
     def image_signature(self, method, input_name):
         """(fn, input names) for a signature that returns {"images": method(input[, labels])};

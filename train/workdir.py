@@ -1,0 +1,131 @@
+"""What keeps a workdir whole under crashes and concurrent use: the run's lock,
+the history file (one well-formed row per completed epoch), finding a
+checkpoint to resume from when the index is damaged, and removing what a
+killed process left behind."""
+
+import csv
+import fcntl
+import glob
+import os
+import re
+import shutil
+import time
+
+HISTORY = "history.csv"
+
+
+class WorkdirError(Exception):
+    """A one-line, actionable problem with a workdir."""
+
+
+class Lock:
+    """An exclusive OS lock on <directory>/<name>, held while the context is
+    open. The kernel releases it when the process dies, so kill -9 leaves no
+    stale lock. wait=False: raises WorkdirError naming the holder's PID at once."""
+
+    def __init__(self, directory, name=".lock", what="train.run", wait=False):
+        self.path = os.path.join(directory, name)
+        self.what = what
+        self.wait = wait
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise WorkdirError(
+                f"{os.path.dirname(self.path)} is in use by another {self.what} (pid {holder}); "
+                f"wait for it to finish, or use another directory"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the lock
+        self.fd = None
+
+
+# ---------------------------------------------------------------------------
+# history.csv
+
+
+def read_history(workdir):
+    """(header, rows) of the well-formed rows of history.csv: as many fields as
+    the header and an integer epoch. ([], []) without a file."""
+    path = os.path.join(workdir, HISTORY)
+    if not os.path.exists(path):
+        return [], []
+    with open(path, newline="") as fh:
+        lines = list(csv.reader(fh))
+    if not lines or not lines[0] or lines[0][0] != "epoch":
+        return [], []
+    header, rows = lines[0], []
+    for row in lines[1:]:
+        if len(row) == len(header) and re.fullmatch(r"\d+", row[0]):
+            rows.append(row)
+    return header, rows
+
+
+def write_history(workdir, header, rows):
+    """Replaces history.csv atomically (a kill leaves the old or the new file)."""
+    path = os.path.join(workdir, HISTORY)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def repair_history(workdir, completed_epochs):
+    """Keeps exactly one well-formed row per completed epoch 0..completed_epochs-1
+    (the last row written for an epoch wins; rows of epochs the checkpoint does
+    not hold are dropped, as those epochs train again). Returns the epochs kept."""
+    header, rows = read_history(workdir)
+    if not header:
+        return 0
+    by_epoch = {int(r[0]): r for r in rows if int(r[0]) < completed_epochs}
+    write_history(workdir, header, [by_epoch[e] for e in sorted(by_epoch)])
+    return len(by_epoch)
+
+
+def history_epochs(workdir):
+    """How many epoch rows history.csv holds."""
+    return len(read_history(workdir)[1])
+
+
+def set_history_aside(workdir):
+    """Renames history.csv to history.before-restart-<time>.csv; returns the new path."""
+    path = os.path.join(workdir, HISTORY)
+    aside = os.path.join(workdir, f"history.before-restart-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    os.replace(path, aside)
+    return aside
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_files(checkpoint_dir):
+    """Prefixes of the checkpoints whose files are present (ckpt-N with its
+    .index), newest (largest N) first, whatever the `checkpoint` index says."""
+    found = []
+    for index in glob.glob(os.path.join(checkpoint_dir, "ckpt-*.index")):
+        match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+        if match:
+            found.append((int(match.group(1)), index[: -len(".index")]))
+    return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
+def remove_leftovers(checkpoint_dir):
+    """Removes the ckpt-*_temp directories a killed save left; returns them."""
+    stale = [d for d in glob.glob(os.path.join(checkpoint_dir, "ckpt-*_temp*")) if os.path.isdir(d)]
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+    return stale
