@@ -65,6 +65,11 @@ class Terminated(RuntimeError):
     """Training stopped on SIGTERM after saving a checkpoint."""
 
 
+class WriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, a file size limit, a
+    read-only directory); the previous checkpoint is intact."""
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Saves model, optimizers, the epoch counter and the step counter (batches
     trained in all) at the end of each epoch, and mid-epoch when SIGTERM asked
@@ -119,4 +124,41 @@ class Checkpoint(keras.callbacks.Callback):
         if self.step >= (epoch + 1) * self.steps_per_epoch:  # the epoch is complete
             self.epoch_var.assign(epoch + 1)
         self.step_var.assign(self.step)
-        self.manager.save(checkpoint_number=self.step)
+        try:
+            self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as e:  # the index is written last: the previous one holds
+            self.model.stop_training = True
+            reason = str(getattr(e, "message", e)).strip().splitlines()[0].split("; ")[-1][:120]
+            raise WriteError(
+                f"cannot write the checkpoint of step {self.step} in {self.manager.directory} ({reason}); "
+                f"free disk space or fix permissions, then rerun the same command to resume from "
+                f"{self.manager.latest_checkpoint or 'the start'}"
+            ) from None
+
+
+class History(keras.callbacks.Callback):
+    """history.csv in `directory`: one row per completed epoch ("epoch" and the
+    epoch's logs, columns sorted as Keras's CSVLogger has them), the file
+    replaced atomically each time (train.workdir), so a kill never leaves half
+    a row. Put it before the Checkpoint callback `guard`: a row is then written
+    before its epoch's checkpoint, and a crash between the two leaves a row that
+    the resumed run replaces (train.workdir.repair_history). An epoch cut short
+    (SIGTERM) or with a non-finite loss (the guard stops there) gets no row."""
+
+    def __init__(self, directory, guard):
+        super().__init__()
+        self.directory = directory
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.step < (epoch + 1) * self.guard.steps_per_epoch:
+            return  # incomplete: the resumed run finishes it and writes its row
+        from train import workdir
+
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if not all(np.isfinite(list(logs.values()))):
+            return  # the guard stops the run and keeps the last good checkpoint: no row for this epoch
+        header, rows = workdir.read_history(self.directory)
+        header = header or ["epoch", *sorted(logs)]
+        row = [str(epoch)] + [repr(logs[k]) if k in logs else "" for k in header[1:]]
+        workdir.write_history(self.directory, header, [r for r in rows if int(r[0]) != epoch] + [row])

@@ -7,6 +7,7 @@ the same command resumes from the workdir's last checkpoint.
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
 from train import callbacks, data, distribute, precision  # noqa: E402
+from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
 TRAINING = ("epochs", "batch_size", "learning_rate")
@@ -42,6 +44,8 @@ flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a 
 flags.DEFINE_float("max_minutes", None, "stop at the end of the first epoch that ends past this many minutes of training")
 flags.DEFINE_bool("track_fcd", False, "after every epoch, add the FCD of 500 samples (and its floor) to history.csv")
 flags.DEFINE_string("eval_cache_dir", None, "where --track_fcd caches its classifier (default: train.evaluate's)")
+flags.DEFINE_bool("restart", False, "start over in a workdir whose history has epochs but which has no checkpoint "
+                  "(the old history.csv is renamed, never deleted)")
 
 
 def _model_option_flags():
@@ -101,6 +105,7 @@ def resolve(flag_values=None):
         )
     workdir = f.workdir or os.path.join("runs", f"{f.model}-{f.dataset}")
     training = {k: f[k].value if f[k].value is not None else cls.training_defaults[k] for k in TRAINING}
+    check_training(training)
     config = {
         "model": f.model,
         "dataset": f.dataset,
@@ -115,6 +120,17 @@ def resolve(flag_values=None):
     return workdir, config
 
 
+def check_training(training):
+    """RunError for --epochs, --batch_size or --learning_rate that cannot train."""
+    if training["epochs"] < 1:
+        raise RunError(f"--epochs={training['epochs']} must be at least 1 (it counts all epochs, resumed ones too)")
+    if training["batch_size"] < 1:
+        raise RunError(f"--batch_size={training['batch_size']} must be at least 1")
+    lr = training["learning_rate"]
+    if not (math.isfinite(lr) and lr > 0):
+        raise RunError(f"--learning_rate={lr} must be a finite number > 0 (omit it for the model's default)")
+
+
 def _has_checkpoint(workdir):
     return tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")) is not None
 
@@ -127,6 +143,9 @@ def _merge_saved(path, config, f):
             saved = json.load(fh)
     except (OSError, json.JSONDecodeError) as e:
         raise RunError(f"{path} is unreadable ({e}); restore it or use a new --workdir") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("training"), dict):
+        raise RunError(f"{path} is not a train.run config (no model and training settings); "
+                       f"restore it or use a new --workdir")
     if saved.get("model") != config["model"]:
         raise RunError(
             f"{os.path.dirname(path)} holds a {saved.get('model')} run, not {config['model']}; "
@@ -194,8 +213,10 @@ def train(
     max_minutes=None,
     track_fcd=False,
     eval_cache_dir=None,
+    restart=False,
 ):
     """Trains (or resumes) the run in `workdir`; returns the trained model."""
+    check_paths_and_counts(workdir, export_base, keep_checkpoints, steps_per_epoch)
     try:  # first: a multi-worker strategy configures the runtime before other TF work
         strategy = distribute.strategy(strategy_name)
     except ValueError as e:
@@ -225,15 +246,67 @@ def train(
     writer = distribute.is_chief(strategy)
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
     try:
-        return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
-                      export_base, keep_checkpoints, verbose, clock)
+        if not writer:
+            return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
+                          export_base, keep_checkpoints, verbose, clock, restart)
+        os.makedirs(out_dir, exist_ok=True)
+        with workdirs.Lock(out_dir):  # held for the run; the kernel drops it if the process dies
+            return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
+                          export_base, keep_checkpoints, verbose, clock, restart)
     finally:
         if not writer:
             distribute.remove_scratch(out_dir)
 
 
+def check_paths_and_counts(workdir, export_base, keep_checkpoints, steps_per_epoch):
+    """RunError, before anything is written, for counts that cannot work and for
+    a workdir or export base that is a file or cannot be written."""
+    if keep_checkpoints < 1:
+        raise RunError(f"--keep_checkpoints={keep_checkpoints} must be at least 1 (resuming needs a checkpoint)")
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise RunError(f"--steps_per_epoch={steps_per_epoch} must be at least 1 (or omit it for whole epochs)")
+    for flag, path in (("workdir", workdir), ("export_base", export_base)):
+        if path is None:
+            continue
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise RunError(f"--{flag}={path} is a file, not a directory; pass a directory")
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(os.path.abspath(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunError(f"--{flag}={path} cannot be written ({existing} is read-only for this user); "
+                           f"pass a directory you can write")
+
+
+def _restore(checkpoint, manager, checkpoint_dir, writer):
+    """Restores the newest checkpoint that restores: the index's latest, else
+    (an unreadable or lost index) the newest ckpt-N whose files are there.
+    Returns its path or None (nothing to resume); RunError if there are
+    checkpoints and none restores."""
+    latest = manager.latest_checkpoint if writer else tf.train.latest_checkpoint(checkpoint_dir)
+    candidates = ([latest] if latest else []) + [
+        p for p in workdirs.checkpoint_files(checkpoint_dir) if p != latest]
+    errors = []
+    for prefix in candidates:
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except Exception as e:  # a corrupt or foreign checkpoint
+            errors.append(f"{os.path.basename(prefix)}: {type(e).__name__}")
+            continue
+        if prefix != latest:
+            logging.warning("the checkpoint index of %s is unreadable or stale; resuming from %s "
+                            "(the newest checkpoint that restores)", checkpoint_dir, prefix)
+        return prefix
+    if candidates:
+        raise RunError(
+            f"cannot restore any checkpoint in {checkpoint_dir} ({'; '.join(errors[:3])}); "
+            f"move the checkpoints/ folder away to start over, or use a new --workdir"
+        )
+    return None
+
+
 def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch, export_base,
-           keep_checkpoints, verbose, clock):
+           keep_checkpoints, verbose, clock, restart=False):
     """train() once the strategy and the data are there; `out_dir` is the workdir
     on the chief and a scratch directory on the other workers."""
     os.makedirs(out_dir, exist_ok=True)
@@ -254,8 +327,6 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
             model = build_model(config, dataset.image_shape, dataset.num_classes)
         except ValueError as e:
             raise RunError(str(e)) from None
-    if writer:  # only once the options are known to build a model
-        write_json(os.path.join(out_dir, "config.json"), config)
     with strategy.scope():
         model.compile(**model.compile_defaults(training["learning_rate"]))
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -266,16 +337,23 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
         checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=keep_checkpoints
     )
     # Non-chief workers save into their scratch directory but resume from the chief's checkpoints.
-    latest = manager.latest_checkpoint if writer else tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    checkpoint_dir = os.path.join(out_dir if writer else workdir, "checkpoints")
+    if writer:
+        workdirs.remove_leftovers(checkpoint_dir)  # the lock is held: no save of ours is in progress
+    latest = _restore(checkpoint, manager, checkpoint_dir, writer)
     if latest:
-        try:
-            checkpoint.restore(latest).assert_existing_objects_matched()
-        except Exception as e:  # a corrupt or foreign checkpoint
-            raise RunError(
-                f"cannot restore {latest} ({type(e).__name__}); "
-                f"move the checkpoints/ folder away to start over, or use a new --workdir"
-            ) from None
         logging.warning("resumed from %s at epoch %d", latest, int(epoch.numpy()))
+    elif writer and workdirs.history_epochs(out_dir):
+        if not restart:
+            raise RunError(
+                f"{workdir} has a history of {workdirs.history_epochs(out_dir)} epochs but no checkpoint to "
+                f"resume from; rerun with --restart to train from scratch (the old history is kept), "
+                f"or use a new --workdir"
+            )
+        logging.warning("--restart: the old history is now %s", workdirs.set_history_aside(out_dir))
+    if writer:  # only once the options built a model and any checkpoint restored
+        write_json(os.path.join(out_dir, "config.json"), config)
+        workdirs.repair_history(out_dir, int(epoch.numpy()))
     try:
         distribute.check_agree(strategy, epoch=int(epoch.numpy()), step=int(step.numpy()))
     except ValueError as e:
@@ -296,14 +374,12 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
         tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
         write=writer,
     )
-    cbs = [guard, grid]
-    if clock is not None:
-        cbs.append(clock)  # before the CSV logger: it adds minutes and fcd to the epoch's logs
+    cbs = [clock] if clock is not None else []  # first: it adds minutes and fcd to the epoch's logs
+    if writer:  # the row before its checkpoint (callbacks.History)
+        cbs.append(callbacks.History(out_dir, guard))
+    cbs += [guard, grid]
     if writer:
-        cbs += [
-            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
-        ]
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False))
 
     def fit(first_epoch, last_epoch, start_step, steps):
         ds = distribute.shard_by_data(data.training_pipeline(
@@ -338,14 +414,18 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
             if error:  # e.g. collapsed codes: keep the trained model; generate falls back to the prior
                 logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior", error)
             elif int(epoch.numpy()):  # the last grid drew from the sampler before this fit: show what generate gives
+                grid.set_model(model)  # (fit, which sets it, does not run when the run was already trained)
                 grid.on_epoch_end(int(epoch.numpy()) - 1)
         keras_path = os.path.join(out_dir, "model.keras")
         model.save(keras_path + ".tmp.keras")
         os.replace(keras_path + ".tmp.keras", keras_path)
         if export_base:
-            from export.saved_model import export
+            from export.saved_model import ExportError, export
 
-            path = export(model, export_base, config["model"])
+            try:
+                path = export(model, export_base, config["model"])
+            except ExportError as e:
+                raise RunError(f"trained and saved {keras_path}, but {e}; export it with export.run") from None
             print(f"exported {path}")
     return model
 
@@ -370,9 +450,19 @@ def main(argv):
             max_minutes=FLAGS.max_minutes,
             track_fcd=FLAGS.track_fcd,
             eval_cache_dir=FLAGS.eval_cache_dir,
+            restart=FLAGS.restart,
         )
-    except (RunError, callbacks.NonFiniteLoss) as e:
+    except (RunError, callbacks.NonFiniteLoss, callbacks.WriteError, workdirs.WorkdirError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        # disk full, a read-only or vanished directory: checkpoints and history are
+        # written atomically, so the last good ones are intact
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        where = getattr(e, "filename", None)
+        print(f"error: cannot write{' ' + where if where else ''} ({type(e).__name__}: {reason}); "
+              f"free disk space or fix permissions, then rerun the same command to resume from the last "
+              f"checkpoint", file=sys.stderr)
         sys.exit(2)
     except callbacks.Terminated as e:
         print(str(e), file=sys.stderr)
