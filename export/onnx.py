@@ -1,5 +1,5 @@
 """ONNX copies of an exported version (needs the `onnx` extra: tf2onnx, onnxruntime):
-python -m export.onnx --export_dir=B/<model>/<version> [--output_dir=D] [--opset=17]
+python -m export.onnx --export_dir=B/<model>/<version> [--signatures=generate,...] [--output_dir=D] [--opset=17]
 
 Converts each signature of the SavedModel with tf2onnx, runs the result in ONNX
 Runtime on example inputs and keeps it only if it matches the SavedModel
@@ -26,6 +26,7 @@ flags.DEFINE_string("export_dir", None, "a version directory written by export.r
 flags.DEFINE_string("output_dir", None, "where the .onnx files go (default: <export_dir>.onnx)")
 flags.DEFINE_integer("opset", 17, "ONNX opset")
 flags.DEFINE_float("atol", 1e-5, "largest difference from the SavedModel a converted signature may have")
+flags.DEFINE_list("signatures", None, "signatures to convert (default: all)")
 
 SKIP = ("serving_default", "serve")  # aliases of the first signature
 
@@ -80,14 +81,19 @@ def check_signature(path, signature, atol):
     return None
 
 
-def convert(export_dir, output_dir=None, opset=17, atol=1e-5):
+def convert(export_dir, output_dir=None, opset=17, atol=1e-5, signatures=None):
     """{signature: None (converted and checked) or the reason it was not}; the
-    converted ones are in output_dir/<signature>.onnx."""
+    converted ones are in output_dir/<signature>.onnx. signatures: names to
+    convert (default: all)."""
     output_dir = output_dir or export_dir.rstrip("/") + ".onnx"
     os.makedirs(output_dir, exist_ok=True)
     loaded = tf.saved_model.load(export_dir)
+    names = sorted(set(loaded.signatures) - set(SKIP))
+    unknown = sorted(set(signatures or []) - set(names))
+    if unknown:
+        raise ValueError(f"{export_dir} has no signature {', '.join(unknown)}; it has {', '.join(names)}")
     results = {}
-    for name in sorted(set(loaded.signatures) - set(SKIP)):
+    for name in [n for n in names if signatures is None or n in signatures]:
         path = os.path.join(output_dir, f"{name}.onnx")
         reason = convert_signature(export_dir, name, path, opset)
         if reason is None:
@@ -113,7 +119,12 @@ def main(argv):
         print('error: ONNX conversion needs tf2onnx and onnxruntime: pip install -e ".[onnx]"', file=sys.stderr)
         sys.exit(2)
     output_dir = FLAGS.output_dir or FLAGS.export_dir.rstrip("/") + ".onnx"
-    results = convert(FLAGS.export_dir, output_dir, FLAGS.opset, FLAGS.atol)
+    try:
+        results = convert(FLAGS.export_dir, output_dir, FLAGS.opset, FLAGS.atol, FLAGS.signatures)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    assert "zoo" not in sys.modules  # converts and checks as a serving host would, without the zoo
     for name, reason in results.items():
         print(f"{name}: " + (f"converted, {os.path.join(output_dir, name + '.onnx')}" if reason is None
                               else f"not converted ({reason})"))

@@ -343,7 +343,7 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
     latest = _restore(checkpoint, manager, checkpoint_dir, writer)
     if latest:
         logging.warning("resumed from %s at epoch %d", latest, int(epoch.numpy()))
-    elif writer and workdirs.history_epochs(out_dir):
+    elif writer and workdirs.trained_without_checkpoint(out_dir):
         if not restart:
             raise RunError(
                 f"{workdir} has a history of {workdirs.history_epochs(out_dir)} epochs but no checkpoint to "

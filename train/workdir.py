@@ -100,6 +100,14 @@ def history_epochs(workdir):
     return len(read_history(workdir)[1])
 
 
+def trained_without_checkpoint(workdir):
+    """Whether history.csv proves that a checkpoint existed: a row of epoch 1 or
+    later (epoch k > 0 runs only after epoch k-1 was checkpointed). A row of
+    epoch 0 alone is what a kill between its row and its first checkpoint
+    leaves (callbacks.History writes the row first), so it proves nothing."""
+    return any(int(row[0]) >= 1 for row in read_history(workdir)[1])
+
+
 def set_history_aside(workdir):
     """Renames history.csv to history.before-restart-<time>.csv; returns the new path."""
     path = os.path.join(workdir, HISTORY)
