@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("export_dir", None, "a version directory written by export.run or train.run", required=True)
+flags.DEFINE_string("export_dir", None, "a version directory written by export.run or train.run")
 flags.DEFINE_string("output_dir", None, "where the .onnx files go (default: <export_dir>.onnx)")
 flags.DEFINE_integer("opset", 17, "ONNX opset")
 flags.DEFINE_float("atol", 1e-5, "largest difference from the SavedModel a converted signature may have")
@@ -108,7 +108,8 @@ def convert(export_dir, output_dir=None, opset=17, atol=1e-5, signatures=None):
 
 
 def main(argv):
-    if not os.path.exists(os.path.join(FLAGS.export_dir, "saved_model.pb")):
+    # (not a required flag: importing this module must not constrain other programs' flags)
+    if not FLAGS.export_dir or not os.path.exists(os.path.join(FLAGS.export_dir, "saved_model.pb")):
         print(f"error: no SavedModel in {FLAGS.export_dir}; pass a version directory such as B/vae/1",
               file=sys.stderr)
         sys.exit(2)

@@ -14,20 +14,33 @@ from conftest import ROOT, run_module
 from test_faults import BASE, copy_of, history, last_line, trained  # noqa: F401  (trained: a fixture)
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--epochs=0", "--epochs=0 must be at least 1"),
-    ("--epochs=-3", "--epochs=-3 must be at least 1"),
-    ("--learning_rate=0", r"--learning_rate=0.0 must be a finite number > 0"),
-    ("--learning_rate=-0.001", r"--learning_rate=-0.001 must be a finite number > 0"),
-    ("--learning_rate=nan", r"--learning_rate=nan must be a finite number > 0"),
-    ("--keep_checkpoints=0", "--keep_checkpoints=0 must be at least 1"),
-    ("--steps_per_epoch=0", "--steps_per_epoch=0 must be at least 1"),
+@pytest.mark.parametrize("flags, message", [
+    ({"epochs": 0}, "--epochs=0 must be at least 1"),
+    ({"epochs": -3}, "--epochs=-3 must be at least 1"),
+    ({"learning_rate": 0.0}, r"--learning_rate=0.0 must be a finite number > 0"),
+    ({"learning_rate": -0.001}, r"--learning_rate=-0.001 must be a finite number > 0"),
+    ({"learning_rate": float("nan")}, r"--learning_rate=nan must be a finite number > 0"),
+    ({"keep_checkpoints": 0}, "--keep_checkpoints=0 must be at least 1"),
+    ({"steps_per_epoch": 0}, "--steps_per_epoch=0 must be at least 1"),
 ])
-def test_flags_that_cannot_train_are_refused_before_anything_is_written(tmp_path, flag, message):
+def test_flags_that_cannot_train_are_refused_before_anything_is_written(tmp_path, flags, message):
+    from train import run
+
+    config = {"model": "ae", "dataset": "digits", "image_size": None, "seed": 0, "model_options": {},
+              "training": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}}
+    config["training"].update({k: v for k, v in flags.items() if k in config["training"]})
+    others = {k: v for k, v in flags.items() if k not in config["training"]}
     workdir = tmp_path / "w"
-    args = [a for a in BASE if not a.startswith("--steps_per_epoch")] if "steps_per_epoch" in flag else BASE
-    proc = run_module("train.run", *args, flag, f"--workdir={workdir}", timeout=120)
-    assert proc.returncode == 2 and re.search(message, last_line(proc)), proc.stderr[-1000:]
+    with pytest.raises(run.RunError, match=message):
+        run.check_training(config["training"])
+        run.train(str(workdir), config, **others)
+    assert not workdir.exists()
+
+
+def test_a_flag_that_cannot_train_is_one_line_from_the_command_line(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_module("train.run", *BASE, "--learning_rate=0", f"--workdir={workdir}", timeout=120)
+    assert proc.returncode == 2 and "--learning_rate=0.0 must be a finite number > 0" in last_line(proc)
     assert "Traceback" not in proc.stderr and not workdir.exists()
 
 
