@@ -18,7 +18,7 @@ from absl import app, flags, logging  # noqa: E402
 import keras  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
-from export.saved_model import PRECISIONS, ExportError, export, versions  # noqa: E402
+from export.saved_model import PRECISIONS, ExportError, export, model_config_list  # noqa: E402
 from train.workdir import WorkdirError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -51,20 +51,6 @@ def export_workdir(workdir, export_base, version=None, serving_precision="float3
         raise ExportError(f"{config_path} names model {name} but {keras_path} holds a {type(model).__name__}; "
                           f"the workdir is mixed up: retrain with train.run in a new --workdir")
     return export(model, export_base, name, version=version, serving_precision=serving_precision)
-
-
-def model_config_list(export_base):
-    """TF Serving's model_config_list (text format) for every <export_base>/<name>/
-    holding at least one integer version; names sorted."""
-    base = os.path.abspath(export_base)
-    names = sorted(d for d in os.listdir(base) if versions(os.path.join(base, d))) if os.path.isdir(base) else []
-    if not names:
-        raise ExportError(f"no exported model under {export_base}; export one first (--workdir)")
-    entries = "".join(
-        f'  config {{\n    name: "{n}"\n    base_path: "{os.path.join(base, n)}"\n    model_platform: "tensorflow"\n  }}\n'
-        for n in names
-    )
-    return "model_config_list {\n" + entries + "}\n"
 
 
 def main(argv):

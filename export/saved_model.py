@@ -43,6 +43,20 @@ def versions(model_dir):
     return sorted(int(d) for d in os.listdir(model_dir) if d.isdigit())
 
 
+def model_config_list(export_base):
+    """TF Serving's model_config_list (text format) for every <export_base>/<name>/
+    holding at least one integer version; names sorted."""
+    base = os.path.abspath(export_base)
+    names = sorted(d for d in os.listdir(base) if versions(os.path.join(base, d))) if os.path.isdir(base) else []
+    if not names:
+        raise ExportError(f"no exported model under {export_base}; export one first (--workdir)")
+    entries = "".join(
+        f'  config {{\n    name: "{n}"\n    base_path: "{os.path.join(base, n)}"\n    model_platform: "tensorflow"\n  }}\n'
+        for n in names
+    )
+    return "model_config_list {\n" + entries + "}\n"
+
+
 def example_inputs(signature, num_classes, n=3, seed=0):
     """A small batch for every input of a typed tf.function: images in [0, 1],
     z ~ N(0, I), labels in [0, num_classes), num_samples n, seed `seed`."""

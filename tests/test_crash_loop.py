@@ -15,7 +15,9 @@ def test_kill_9_at_random_moments_loses_no_history_row(tmp_path):
     digits; then the same command finishes with exactly one well-formed row per
     epoch, and exports."""
     workdir, base = tmp_path / "w", tmp_path / "b"
-    epochs = 400  # of one step each: an epoch ends every ~0.1 s, so kills land around every write
+    # of one step each: an epoch ends every ~0.1 s, so kills land around every write; the ten
+    # seeded waits leave at most 16 s of training after a 4 s start-up, far from 300 epochs
+    epochs = 300
     cmd = [sys.executable, "-m", "train.run", *BASE, "--steps_per_epoch=1", f"--epochs={epochs}",
            f"--workdir={workdir}", f"--export_base={base}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
