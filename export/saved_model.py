@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from train.workdir import Lock
+from train.workdir import Lock, write_failure
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -142,8 +142,7 @@ def export(model, export_base, name, version=None, verify=True, serving_precisio
                 archive.write_out(tmp, verbose=False)
                 write_warmup(tmp, name, signatures, getattr(model, "num_classes", 0))
             except (OSError, tf.errors.OpError) as e:  # disk full, a size limit, read-only
-                reason = str(getattr(e, "message", e)).strip().splitlines()[0].split("; ")[-1][:120]
-                raise ExportError(f"cannot write the SavedModel under {model_dir} ({reason}); free disk space "
+                raise ExportError(f"cannot write the SavedModel under {model_dir} ({write_failure(e)}); free disk space "
                                   f"or fix permissions, then rerun the export (nothing was published)") from None
             if verify:
                 _verify(tmp, signatures, getattr(model, "num_classes", 0))

@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from train import workdir
+
 
 def image_grid(images, columns=None):
     """[N, H, W, C] in [0, 1] -> one uint8 image [rows*H, cols*W, C] with 1-pixel gaps."""
@@ -128,9 +130,8 @@ class Checkpoint(keras.callbacks.Callback):
             self.manager.save(checkpoint_number=self.step)
         except (OSError, tf.errors.OpError) as e:  # the index is written last: the previous one holds
             self.model.stop_training = True
-            reason = str(getattr(e, "message", e)).strip().splitlines()[0].split("; ")[-1][:120]
             raise WriteError(
-                f"cannot write the checkpoint of step {self.step} in {self.manager.directory} ({reason}); "
+                f"cannot write the checkpoint of step {self.step} in {self.manager.directory} ({workdir.write_failure(e)}); "
                 f"free disk space or fix permissions, then rerun the same command to resume from "
                 f"{self.manager.latest_checkpoint or 'the start'}"
             ) from None
@@ -153,8 +154,6 @@ class History(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.step < (epoch + 1) * self.guard.steps_per_epoch:
             return  # incomplete: the resumed run finishes it and writes its row
-        from train import workdir
-
         logs = {k: float(v) for k, v in (logs or {}).items()}
         if not all(np.isfinite(list(logs.values()))):
             return  # the guard stops the run and keeps the last good checkpoint: no row for this epoch

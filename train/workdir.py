@@ -49,6 +49,12 @@ class Lock:
         self.fd = None
 
 
+def write_failure(error):
+    """The reason of a failed write (an OSError or a TF OpError: disk full, a
+    size limit, read-only), short enough for a one-line error."""
+    return str(getattr(error, "message", error)).strip().splitlines()[0].split("; ")[-1][:120]
+
+
 # ---------------------------------------------------------------------------
 # history.csv
 

@@ -14,7 +14,6 @@ import tensorflow as tf
 
 MAX_SAMPLES = 1024  # `sample`: more images per request is a client's loop, not one graph call
 IMAGE_TOLERANCE = 1e-3  # images may stray this far outside [0, 1] (rounding of clients' conversions)
-SAMPLE_SIGNATURES = ("sample", "sample_png")
 
 
 def spec(model, name):
