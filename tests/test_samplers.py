@@ -83,7 +83,8 @@ MODELS = ["ae", "vae", "cvae", "aae", "bigan"]
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_encoder_model_generates_from_the_fitted_samplers(name, digits):
-    model = build(name, sampler="gmm")
+    # one fit to all codes here (cvae's per-class fits: the next test)
+    model = build(name, sampler="gmm", **({"sampler_per_class": False} if name == "cvae" else {}))
     z = tf.random.stateless_normal([6, LATENT], [5, 6])
     labels = np.arange(6, dtype=np.int32)
     with pytest.raises(ValueError, match="call model.fit_sampler"):
@@ -112,6 +113,35 @@ def test_every_encoder_model_generates_from_the_fitted_samplers(name, digits):
                                   model.generate(z, labels=labels, sampler="gmm").numpy())
     with pytest.raises(ValueError, match="choose one of: prior, gaussian, gmm"):
         model.generate(z, labels=labels, sampler="kde")
+
+
+def test_cvae_fits_its_samplers_per_class_and_draws_the_asked_class(digits):
+    model = build("cvae")
+    assert model.config.sampler == "gmm" and model.config.sampler_per_class
+    images, labels = digits.train_images[:600], digits.train_labels[:600]
+    codes = model.fit_sampler(images, labels)
+    assert model.gmm_weights.shape == (10, 4) and model.gmm_scales.shape == (10, 4, LATENT, LATENT)
+    for c in (0, 7):
+        mean, scale = samplers.fit_gaussian(codes[labels == c])
+        np.testing.assert_allclose(model.gaussian_mean.numpy()[c], mean, atol=1e-5)
+        np.testing.assert_allclose(model.gaussian_scale.numpy()[c], scale, atol=1e-5)
+    # each row from its own class's fit, as the one-fit transforms of that class give it
+    eps = tf.random.stateless_normal([12, LATENT], [1, 2])
+    asked = np.array([0, 7, 7, 3, 9, 0, 1, 2, 3, 4, 5, 6], np.int32)
+    expected = np.concatenate([
+        samplers.mixture_transform(eps[i : i + 1], model.gmm_weights[c], model.gmm_means[c], model.gmm_scales[c])
+        for i, c in enumerate(asked)])
+    np.testing.assert_allclose(model.sample_codes(eps, asked), expected, atol=1e-5)
+    gaussian = model.gaussian_mean.numpy()[asked] + np.einsum("bij,bj->bi", model.gaussian_scale.numpy()[asked], eps)
+    np.testing.assert_allclose(model.sample_codes(eps, asked, sampler="gaussian"), gaussian, atol=1e-5)
+    np.testing.assert_allclose(model.generate(eps, labels=asked), model.decode(expected, asked), atol=1e-5)
+    # many draws of one class: near that class's codes, not the others'
+    draws = model.sample_codes(tf.random.stateless_normal([2000, LATENT], [3, 4]), np.full(2000, 7, np.int32))
+    np.testing.assert_allclose(draws.numpy().mean(0), codes[labels == 7].mean(0), atol=0.15 * codes.std())
+    with pytest.raises(ValueError, match="at least 4 codes, got 1 of class 0"):
+        model.fit_sampler(images[:12], labels[:12])
+    with pytest.raises(ValueError, match="per class: pass the training labels"):
+        model.fit_sampler(images)
 
 
 def test_bad_sampler_options_are_clear_errors():

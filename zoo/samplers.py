@@ -68,7 +68,7 @@ def gaussian_transform(eps, mean, scale_tril):
     return mean + tf.linalg.matvec(scale_tril, eps)
 
 
-def mixture_transform(eps, weights, means, scale_trils):
+def mixture_transform(eps, weights, means, scale_trils, groups=None):
     """Maps eps ~ N(0, I) [B, J] deterministically to a sample of the mixture
     sum_k pi_k N(mu_k, L_k L_k^T)  (weights [K], means [K, J], scale_trils [K, J, J]).
 
@@ -79,21 +79,37 @@ def mixture_transform(eps, weights, means, scale_trils):
         eps' = (Phi^-1(u'), eps_1, ..., eps_{J-1}) ~ N(0, I),   z = mu_k + L_k eps'
     is exactly a mixture sample. u' is clipped to [1e-6, 1 - 1e-6] (Phi^-1 is
     infinite at 0 and 1); u runs in float64 so the rescaling by 1/pi_k keeps
-    the resolution of eps_0."""
+    the resolution of eps_0.
+
+    With `groups` [B] (ints in [0, C)), one mixture per group: weights [C, K],
+    means [C, K, J], scale_trils [C, K, J, J], and row b samples mixture groups[b]."""
     eps = tf.convert_to_tensor(eps, tf.float32)
     weights = tf.cast(tf.convert_to_tensor(weights), tf.float64)
-    upper = tf.cumsum(weights)  # c_k
+    means = tf.convert_to_tensor(means, tf.float32)
+    scale_trils = tf.convert_to_tensor(scale_trils, tf.float32)
+    if groups is not None:
+        # Row b's mixture; its components then indexed in the flattened [C * K] axis.
+        groups = tf.cast(groups, tf.int32)
+        num_components = tf.shape(weights)[1]
+        weights = tf.gather(weights, groups)  # [B, K]
+        offset = groups * num_components
+        means = tf.reshape(means, tf.concat([[-1], tf.shape(means)[2:]], 0))
+        scale_trils = tf.reshape(scale_trils, tf.concat([[-1], tf.shape(scale_trils)[2:]], 0))
+    else:
+        weights = weights[None]  # [1, K]: one mixture for every row
+        num_components, offset = tf.shape(weights)[1], 0
+    upper = tf.cumsum(weights, axis=1)  # c_k
     lower = upper - weights  # c_{k-1}
     u = 0.5 * tf.math.erfc(-tf.cast(eps[:, 0], tf.float64) / np.sqrt(2.0))  # Phi, exact in the lower tail
     k = tf.reduce_sum(tf.cast(u[:, None] >= upper, tf.int32), axis=1)
-    k = tf.minimum(k, tf.shape(weights)[0] - 1)  # u above a rounded c_K < 1
-    pi_k = tf.maximum(tf.gather(weights, k), 1e-300)
-    u_new = tf.clip_by_value((u - tf.gather(lower, k)) / pi_k, U_CLIP, 1.0 - U_CLIP)
+    k = tf.minimum(k, num_components - 1)  # u above a rounded c_K < 1
+    row = tf.minimum(tf.range(tf.shape(eps)[0]), tf.shape(weights)[0] - 1)[:, None]
+    at_k = tf.concat([row, k[:, None]], axis=1)
+    pi_k = tf.maximum(tf.gather_nd(weights, at_k), 1e-300)
+    u_new = tf.clip_by_value((u - tf.gather_nd(lower, at_k)) / pi_k, U_CLIP, 1.0 - U_CLIP)
     first = tf.cast(tf.math.ndtri(u_new), tf.float32)
     eps = tf.concat([first[:, None], eps[:, 1:]], axis=1)
-    means = tf.convert_to_tensor(means, tf.float32)
-    scale_trils = tf.convert_to_tensor(scale_trils, tf.float32)
-    return gaussian_transform(eps, tf.gather(means, k), tf.gather(scale_trils, k))
+    return gaussian_transform(eps, tf.gather(means, offset + k), tf.gather(scale_trils, offset + k))
 
 
 def fit_gaussian(codes):
@@ -119,8 +135,8 @@ def fit_gmm(codes, components, seed=0):
     return gmm.weights_, gmm.means_, np.linalg.cholesky(gmm.covariances_)
 
 
-def _batched_eye(k, j):
-    return lambda shape, dtype=None: tf.eye(j, batch_shape=[k], dtype=dtype)
+def _batched_eye(batch_shape, j):
+    return lambda shape, dtype=None: tf.eye(j, batch_shape=list(batch_shape), dtype=dtype)
 
 
 class CodeSampler:
@@ -130,23 +146,33 @@ class CodeSampler:
     The model provides encode(images, labels), decode(z, labels) and
     prior_codes(eps, labels): its prior as a map of eps ~ N(0, I). Its Config
     is decorated with with_sampler_options. The fitted parameters are non-trainable
-    weights (saved in .keras, checkpointed, exported); fit_sampler sets them."""
+    weights (saved in .keras, checkpointed, exported); fit_sampler sets them.
+
+    A model whose `sampler_classes` is C > 0 (a conditional model) fits its
+    samplers per class: a Gaussian and a mixture to the codes of each label's
+    images, and generate(labels=y) draws from class y's. Their weights carry a
+    leading class axis of size C."""
+
+    # 0: one fit to all the codes; C: one per class (labels in [0, C)).
+    sampler_classes = 0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         j, k = self.latent_dim, self.config.sampler_components
         if k < 1:
             raise ValueError(f"sampler_components must be >= 1, got {k}")
+        c = (self.sampler_classes,) if self.sampler_classes else ()
 
         def weight(name, shape, initializer):
-            return self.add_weight(shape=shape, initializer=initializer, trainable=False, name=name)
+            return self.add_weight(shape=c + shape, initializer=initializer, trainable=False, name=name)
 
-        self.sampler_fitted = weight("sampler_fitted", (), "zeros")  # 1 once fit_sampler has run
+        self.sampler_fitted = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                              name="sampler_fitted")  # 1 once fit_sampler has run
         self.gaussian_mean = weight("gaussian_mean", (j,), "zeros")
-        self.gaussian_scale = weight("gaussian_scale", (j, j), "identity")
+        self.gaussian_scale = weight("gaussian_scale", (j, j), _batched_eye(c, j))
         self.gmm_weights = weight("gmm_weights", (k,), keras.initializers.Constant(1.0 / k))
         self.gmm_means = weight("gmm_means", (k, j), "zeros")
-        self.gmm_scales = weight("gmm_scales", (k, j, j), _batched_eye(k, j))
+        self.gmm_scales = weight("gmm_scales", (k, j, j), _batched_eye(c + (k,), j))
 
     # -- fitting -----------------------------------------------------------------
     def training_codes(self, images, labels=None, batch_size=256):
@@ -161,11 +187,18 @@ class CodeSampler:
 
     def fit_sampler(self, images, labels=None, batch_size=256):
         """Fits the gaussian and the gmm sampler to the codes of `images` (the
-        training set; labels only for conditional encoders) and marks the
-        sampler fitted. Returns the codes."""
+        training set; labels for conditional encoders, and to group the codes
+        by class where `sampler_classes` > 0) and marks the sampler fitted.
+        Returns the codes."""
+        if self.sampler_classes and labels is None:
+            raise ValueError(f"{type(self).__name__} fits its samplers per class: pass the training labels")
         codes = self.training_codes(images, self.require_labels(labels), batch_size)
-        mean, scale = fit_gaussian(codes)
-        weights, means, scales = fit_gmm(codes, self.config.sampler_components, seed=self.seed)
+        if self.sampler_classes:
+            labels = np.asarray(labels).astype(np.int64).reshape(-1)
+            fits = [self._fit_codes(codes[labels == c], f" of class {c}") for c in range(self.sampler_classes)]
+            mean, scale, weights, means, scales = (np.stack(part) for part in zip(*fits))
+        else:
+            mean, scale, weights, means, scales = self._fit_codes(codes)
         for variable, value in (
             (self.gaussian_mean, mean),
             (self.gaussian_scale, scale),
@@ -176,6 +209,14 @@ class CodeSampler:
         ):
             variable.assign(np.asarray(value, np.float32))
         return codes
+
+    def _fit_codes(self, codes, which=""):
+        """(gaussian mean, scale, gmm weights, means, scales) of codes [N, J]."""
+        try:
+            weights, means, scales = fit_gmm(codes, self.config.sampler_components, seed=self.seed)
+        except ValueError as e:
+            raise ValueError(f"{e}{which}") from None
+        return (*fit_gaussian(codes), weights, means, scales)
 
     def try_fit_sampler(self, images, labels=None):
         """fit_sampler, or, where the codes allow no fit (collapsed codes early in
@@ -202,12 +243,16 @@ class CodeSampler:
             tf.debugging.assert_positive(tf.convert_to_tensor(self.sampler_fitted), message=message)
 
     # -- sampling ------------------------------------------------------------------
-    def fitted_codes(self, eps, sampler):
-        """Codes of the fitted `sampler` ("gaussian" or "gmm") from eps ~ N(0, I)."""
+    def fitted_codes(self, eps, sampler, labels=None):
+        """Codes of the fitted `sampler` ("gaussian" or "gmm") from eps ~ N(0, I)
+        (of class labels[b]'s fit in row b where the samplers are per class)."""
+        groups = tf.cast(labels, tf.int32) if self.sampler_classes else None
         if sampler == "gaussian":
             mean, scale = tf.convert_to_tensor(self.gaussian_mean), tf.convert_to_tensor(self.gaussian_scale)
+            if groups is not None:
+                mean, scale = tf.gather(mean, groups), tf.gather(scale, groups)
             return gaussian_transform(eps, mean, scale)
-        return mixture_transform(eps, self.gmm_weights, self.gmm_means, self.gmm_scales)
+        return mixture_transform(eps, self.gmm_weights, self.gmm_means, self.gmm_scales, groups)
 
     def sample_codes(self, eps, labels=None, sampler=None):
         """Codes z [B, J] from eps ~ N(0, I) [B, J]: prior_codes for "prior",
@@ -221,13 +266,13 @@ class CodeSampler:
         if sampler is None and self.config.sampler != "prior":
             return tf.cond(
                 tf.convert_to_tensor(self.sampler_fitted) > 0,
-                lambda: self.fitted_codes(eps, self.config.sampler),
+                lambda: self.fitted_codes(eps, self.config.sampler, labels),
                 lambda: self.prior_codes(eps, labels),
             )
         if sampler is None or sampler == "prior":
             return self.prior_codes(eps, labels)
         self._require_fitted(sampler)
-        return self.fitted_codes(eps, sampler)
+        return self.fitted_codes(eps, sampler, labels)
 
     def generate(self, n_or_z, labels=None, seed=None, sampler=None):
         """Images decoded from codes of `sampler` (prior, gaussian or gmm;

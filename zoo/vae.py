@@ -242,15 +242,29 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
 @dataclasses.dataclass
 class CVAEConfig(VAEConfig):
-    # The CVAE samples its prior: the fitted samplers ignore labels.
-    sampler: str = samplers.sampler_option("prior")
+    # The encoder leaks the label into the code (a probe reads the digit from
+    # it), so a prior draw decoded with label y can look like another digit.
+    # Codes of class y's own fit do not: on mnist5k's default run, prior
+    # samples gave FCD 24.3 and conditional accuracy 0.768, a gmm of 5
+    # components per class 7.6 and 0.992 (README, "what was tried").
+    sampler: str = samplers.sampler_option("gmm")
+    sampler_components: int = option(5, "number of Gaussians of the gmm sampler (per class if sampler_per_class)")
+    sampler_per_class: bool = option(True, "fit the gaussian and gmm samplers to each class's codes; "
+                                     "generate(labels=y) then draws class y's")
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
 class CVAE(VAE):
     """The conditional VAE: q(z|x, y), p(x|z, y) with y one-hot, p(z) as the VAE's;
     loss = -log p(x|z, y) + KL(q(z|x, y) || p(z)). generate(n, labels=y) draws digit y.
-    The fitted samplers ignore y: they model the codes of all classes together."""
+    The fitted samplers are fitted per class (sampler_per_class): generate(labels=y)
+    decodes codes drawn from the fit to class y's codes."""
 
     Config = CVAEConfig
     conditional = True
+    # Runs saved before the per-class samplers sampled the prior with one fit to all codes.
+    legacy_options = {"sampler": "prior", "sampler_components": 10, "sampler_per_class": False}
+
+    @property
+    def sampler_classes(self):
+        return self.num_classes if self.config.sampler_per_class else 0
