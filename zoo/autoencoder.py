@@ -92,7 +92,7 @@ class AE(samplers.CodeSampler, base.ZooModel):
         with tf.GradientTape() as tape:
             codes = self.encoder(images, training=True)
             loss = self.reconstruction_loss(images, self.decoder(codes, training=True))
-            scaled = base.global_mean(loss)
+            scaled = self.optimizer.scale_loss(base.global_mean(loss))
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self._update_code_statistics(tf.stop_gradient(codes))

@@ -221,7 +221,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
         with tf.GradientTape() as tape:
             q, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())
             beta = self.kl_weight(self.optimizer.iterations)
-            loss = base.global_mean(reconstruction + beta * self.kl_objective(q, kl))
+            loss = self.optimizer.scale_loss(base.global_mean(reconstruction + beta * self.kl_objective(q, kl)))
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
