@@ -104,14 +104,16 @@ def resolve(flag_values=None):
             f"--{wrong[0]} is not an option of model {f.model}; its options: --{', --'.join(sorted(valid))}"
         )
     workdir = f.workdir or os.path.join("runs", f"{f.model}-{f.dataset}")
-    training = {k: f[k].value if f[k].value is not None else cls.training_defaults[k] for k in TRAINING}
+    model_options = {**dataclasses.asdict(cls.Config()), **given}
+    defaults = cls.training_defaults_for(model_options)
+    training = {k: f[k].value if f[k].value is not None else defaults[k] for k in TRAINING}
     check_training(training)
     config = {
         "model": f.model,
         "dataset": f.dataset,
         "image_size": f.image_size,
         "seed": f.seed,
-        "model_options": {**dataclasses.asdict(cls.Config()), **given},
+        "model_options": model_options,
         "training": training,
     }
     saved_path = os.path.join(workdir, "config.json")

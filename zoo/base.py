@@ -181,6 +181,14 @@ class ZooModel(keras.Model):
     # What train.run uses where the user gives no flag.
     training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
 
+    @classmethod
+    def training_defaults_for(cls, options):
+        """training_defaults of a model built with `options` (a Config's fields
+        as a dict): what train.run uses, and what compile_defaults() gives
+        without a learning_rate. A model whose defaults depend on an option
+        overrides it."""
+        return dict(cls.training_defaults)
+
     def __init__(self, image_shape, num_classes=0, seed=0, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in KERAS_KWARGS if k in kwargs}
         super().__init__(**keras_kwargs)

@@ -96,13 +96,22 @@ class DCGANConfig(GANConfig):
     ema_decay: float = option(0.999, ema.HELP)
 
 
+LEARNING_RATE = 2e-4  # Radford et al. (DCGAN)
+WGAN_GP_LEARNING_RATE = 1e-4  # Gulrajani et al.
+
+
+def default_learning_rate(loss):
+    return WGAN_GP_LEARNING_RATE if loss == "wasserstein_gp" else LEARNING_RATE
+
+
 def default_optimizer(loss="non_saturating", learning_rate=None, multiplier=1.0):
     """Adam(2e-4, beta_1=0.5) of Radford et al. (DCGAN); for wasserstein_gp the
     Adam(1e-4, beta_1=0, beta_2=0.9) of Gulrajani et al. The learning rate
     (learning_rate, or that default) is scaled by `multiplier`."""
+    lr = (learning_rate or default_learning_rate(loss)) * multiplier
     if loss == "wasserstein_gp":
-        return keras.optimizers.Adam((learning_rate or 1e-4) * multiplier, beta_1=0.0, beta_2=0.9)
-    return keras.optimizers.Adam((learning_rate or 2e-4) * multiplier, beta_1=0.5)
+        return keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.9)
+    return keras.optimizers.Adam(lr, beta_1=0.5)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
@@ -145,9 +154,15 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     step_optimizer = "g_optimizer"  # model.optimizer: its iterations count train steps
     # The epochs that fit 5 minutes of training on a 2-core CPU without
     # bfloat16 units (README, "Quality from real runs").
-    training_defaults = {"epochs": 140, "batch_size": 64, "learning_rate": 2e-4}
+    training_defaults = {"epochs": 140, "batch_size": 64, "learning_rate": LEARNING_RATE}
     signature_names = ("generate", "discriminate")
     ema_networks = ("generator",)  # generate() uses G's moving average when ema_decay > 0
+
+    @classmethod
+    def training_defaults_for(cls, options):
+        """training_defaults, with wasserstein_gp's own learning rate (1e-4)."""
+        loss = options.get("loss", cls.Config().loss)
+        return {**cls.training_defaults, "learning_rate": default_learning_rate(loss)}
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
@@ -427,7 +442,7 @@ class DCGAN(GAN):
     average of G (ema_decay=0.999), which give better samples in its budget."""
 
     Config = DCGANConfig
-    training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": 2e-4}  # 3 minutes
+    training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": LEARNING_RATE}  # 3 minutes
     # dcgan runs saved before these options existed had the tutorial's widths and no average
     legacy_options = {"width": 1.0, "ema_decay": 0.0}
 
@@ -456,4 +471,4 @@ class CGAN(GAN):
     conditional = True
     # cgan runs saved before these options existed joined y to D's input and had no average
     legacy_options = {"conditioning": "concat", "ema_decay": 0.0}
-    training_defaults = {"epochs": 120, "batch_size": 64, "learning_rate": 2e-4}
+    training_defaults = {"epochs": 120, "batch_size": 64, "learning_rate": LEARNING_RATE}
