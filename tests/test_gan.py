@@ -229,6 +229,51 @@ def test_d_steps_discriminator_updates_per_generator_update():
     assert final[3] < final[1]
 
 
+@pytest.mark.parametrize("name,update", [("gan", "alternating"), ("cgan", "simultaneous")])
+def test_each_discriminator_update_takes_its_own_minibatch(name, update):
+    """Algorithm 1 samples a fresh minibatch of data for each of the k D
+    updates: a train step's batch of k * m rows gives update t the rows
+    t, t + k, t + 2k, ... (what each replica's block gives it under
+    MirroredStrategy too), and G's update m fakes."""
+    images, labels = real_batch(12)
+    models = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        model = build(name, d_steps=3, d_dropout=0.0, update=update)
+        model.compile(d_optimizer=keras.optimizers.SGD(0.1), g_optimizer=keras.optimizers.SGD(0.1))
+        models.append(model)
+    stepped, by_hand = models
+    assert stepped.real_batches_per_step == 3 and zoo.build("gan").real_batches_per_step == 1
+    stepped.train_step((tf.constant(images), tf.constant(labels)))
+    seed = lambda t, stream: zoo.base.step_seed(by_hand.seed, tf.constant(t, tf.int64), stream)
+    cond = lambda t: labels[t::3] if by_hand.conditional else None
+    for t in range(2):
+        by_hand.discriminator_step(images[t::3], cond(t), seed=seed(t, zoo.gan.D_NOISE))
+    if update == "simultaneous":
+        by_hand.simultaneous_step(images[2::3], cond(2))
+    else:
+        by_hand.discriminator_step(images[2::3], cond(2), seed=seed(2, zoo.gan.D_NOISE))
+        by_hand.generator_step(4, cond(2))
+    by_hand.update_ema()  # cgan averages G's weights
+    for a, b in zip(stepped.get_weights(), by_hand.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(stepped.d_optimizer.iterations) == 3 and int(stepped.g_optimizer.iterations) == 1
+
+
+def test_train_run_batches_k_minibatches_per_step(tmp_path):
+    from train import run
+
+    config = {"model": "gan", "dataset": "digits", "image_size": None, "seed": 0,
+              "model_options": {"d_steps": 2, "latent_dim": 4},
+              "training": {"epochs": 1, "batch_size": 900, "learning_rate": 2e-4}}
+    with pytest.raises(run.RunError, match=r"a gan train step takes 2 minibatches \(1800 rows\), more than the 1617"):
+        run.train(str(tmp_path / "big"), config, verbose=0)
+    config["training"]["batch_size"] = 200  # 1617 // 400 = 4 steps of 2 D updates each
+    run.train(str(tmp_path / "w"), config, verbose=0)
+    model = keras.models.load_model(str(tmp_path / "w" / "model.keras"))
+    assert int(model.g_optimizer.iterations) == 4 and int(model.d_optimizer.iterations) == 8
+
+
 @pytest.mark.parametrize("name", ["dcgan", "cgan"])
 def test_simultaneous_step_takes_both_gradients_at_the_current_players(name):
     """update=simultaneous: D moves by -lr * grad_D mean d_loss and G by

@@ -329,6 +329,14 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
             model = build_model(config, dataset.image_shape, dataset.num_classes)
         except ValueError as e:
             raise RunError(str(e)) from None
+    # A train step takes real_batches_per_step minibatches (GANs: one per D update).
+    rows = training["batch_size"] * model.real_batches_per_step
+    if rows > len(dataset.train_images):
+        raise RunError(
+            f"--batch_size={training['batch_size']}: a {config['model']} train step takes "
+            f"{model.real_batches_per_step} minibatches ({rows} rows), more than the {len(dataset.train_images)} "
+            f"train images; use a smaller --batch_size"
+        )
     with strategy.scope():
         model.compile(**model.compile_defaults(training["learning_rate"]))
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -362,7 +370,7 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
         raise RunError(str(e)) from None
 
     initial_epoch = int(epoch.numpy())
-    steps_per_epoch = steps_per_epoch or len(dataset.train_images) // training["batch_size"]
+    steps_per_epoch = steps_per_epoch or len(dataset.train_images) // rows
     done = int(step.numpy()) - initial_epoch * steps_per_epoch  # batches of this epoch already trained
     if not 0 <= done < steps_per_epoch:
         raise RunError(
@@ -385,7 +393,7 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
 
     def fit(first_epoch, last_epoch, start_step, steps):
         ds = distribute.shard_by_data(data.training_pipeline(
-            dataset.train_images, dataset.train_labels, training["batch_size"],
+            dataset.train_images, dataset.train_labels, rows,
             seed=config["seed"], start_step=start_step,
             end_step=start_step + steps + (last_epoch - first_epoch - 1) * steps_per_epoch,
         ))

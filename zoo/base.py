@@ -178,6 +178,9 @@ class ZooModel(keras.Model):
     conditional = False
     signature_names = ("generate",)
     tracked = ()  # names of the loss terms tracked as keras.metrics.Mean
+    # How many minibatches of data one train_step consumes: its batch holds
+    # this many (train.run batches this many times --batch_size rows).
+    real_batches_per_step = 1
     # What train.run uses where the user gives no flag.
     training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
 

@@ -51,7 +51,10 @@ class GANConfig:
     latent_dim: int = option(64, "size of the generator's noise z ~ N(0, I)")
     net: str = option("mlp", "generator/discriminator architecture", nets.KINDS)
     loss: str = option("non_saturating", "adversarial loss pair (see zoo/losses.py)", tuple(losses.LOSSES))
-    d_steps: int = option(1, "discriminator updates per generator update (k of Algorithm 1)")
+    d_steps: int = option(
+        1, "discriminator updates per generator update (k of Algorithm 1), each on its own minibatch: "
+        "a train step's batch holds k of them (train.run batches k * batch_size rows)"
+    )
     real_target: float = option(
         0.9, "discriminator's target for real images; < 1 is one-sided label smoothing, 1 none"
     )
@@ -395,25 +398,37 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             "d_fake": tf.sigmoid(fake_logits),
         }
 
+    @property
+    def real_batches_per_step(self):
+        return int(self.config.d_steps)
+
     def train_step(self, data):
-        """Algorithm 1: d_steps D updates on this real batch, each with fresh
-        noise (seeded by d_optimizer.iterations), then one G update on a fresh
-        batch of as many fakes (seeded by g_optimizer.iterations). With
-        update=simultaneous the last D update and the G update are one
+        """Algorithm 1: d_steps = k D updates, each on its own minibatch of data
+        (row i of the batch goes to update i mod k) and fresh noise (seeded by
+        d_optimizer.iterations), then one G update on a fresh batch of as many
+        fakes as the last minibatch's rows (seeded by g_optimizer.iterations).
+        With update=simultaneous the last D update and the G update are one
         `simultaneous_step`."""
         images, labels = base.unpack(data)
         if self.conditional:
             self.require_labels(labels)
+        k = int(self.config.d_steps)
+        # Strided, not blocks: under MirroredStrategy each replica holds one
+        # contiguous block of the global batch, and the rows i mod k of every
+        # block together are the rows i mod k of the global batch, so update t
+        # sees the same data as on one device.
+        minibatches = [(images[t::k], labels[t::k] if labels is not None else None) for t in range(k)]
         simultaneous = self.config.update == "simultaneous"
         d_start = tf.cast(self.d_optimizer.iterations, tf.int64)
-        for k in range(int(self.config.d_steps) - int(simultaneous)):
-            seed = base.step_seed(self.seed, d_start + k, D_NOISE)
-            d = self.discriminator_step(images, labels, seed=seed)
+        for t in range(k - int(simultaneous)):
+            seed = base.step_seed(self.seed, d_start + t, D_NOISE)
+            d = self.discriminator_step(*minibatches[t], seed=seed)
+        last_images, last_labels = minibatches[-1]
         if simultaneous:
-            d = self.simultaneous_step(images, labels)
+            d = self.simultaneous_step(last_images, last_labels)
             g_loss = d["g_loss"]
         else:
-            g_loss = self.generator_step(tf.shape(images)[0], labels)
+            g_loss = self.generator_step(tf.shape(last_images)[0], last_labels)
         self.update_ema()
         return self.track(d_loss=d["d_loss"], g_loss=g_loss, d_real=d["d_real"], d_fake=d["d_fake"])
 
