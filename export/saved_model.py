@@ -140,12 +140,12 @@ def export(model, export_base, name, version=None, verify=True, serving_precisio
         try:
             try:
                 archive.write_out(tmp, verbose=False)
-                write_warmup(tmp, name, signatures, getattr(model, "num_classes", 0))
+                write_warmup(tmp, name, signatures, model.num_classes)
             except (OSError, tf.errors.OpError) as e:  # disk full, a size limit, read-only
                 raise ExportError(f"cannot write the SavedModel under {model_dir} ({write_failure(e)}); free disk space "
                                   f"or fix permissions, then rerun the export (nothing was published)") from None
             if verify:
-                _verify(tmp, signatures, getattr(model, "num_classes", 0))
+                _verify(tmp, signatures, model.num_classes)
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

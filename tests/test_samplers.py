@@ -78,7 +78,7 @@ def build(name, **config):
     return model
 
 
-MODELS = ["ae", "vae", "cvae", "aae", "bigan"]
+MODELS = zoo.names("fitted_sampler")
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -157,8 +157,9 @@ def frechet_reference(clf, dataset, real_features, seed=0):
 def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
     """The figures of the module docstring, as a dict; `sampler` picks the
     latent sampler of models with an encoder (default: the model's)."""
-    if sampler and not hasattr(model, "fit_sampler"):
-        raise EvaluationError(f"--sampler is for models with an encoder (ae, vae, cvae, aae, bigan), not {model.name}")
+    if sampler and not model.can("fitted_sampler"):
+        raise EvaluationError(f"--sampler is for models with fitted samplers ({', '.join(zoo.names('fitted_sampler'))}), "
+                              f"not {model.name}")
     clf, clf_accuracy = classifier(dataset, cache_dir)
     n = min(num_samples, len(dataset.test_images))
     real = dataset.test_images[:n]
@@ -190,12 +191,11 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
     }
     if labels is not None:
         out["conditional_accuracy"] = float((predicted == labels).mean())
-    if hasattr(model, "encode"):
+    if model.can("encoder"):
         out.update(_encoder_figures(model, dataset, cache_dir))
-    if hasattr(model, "elbo_terms"):
+    if model.can("likelihood"):
         rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), dataset.test_images, dataset.test_labels)
         out["elbo"] = float(-(rec + kl).mean())
-    if hasattr(model, "iwae_bound"):
         seed = tf.constant([seed, 1])
         bound = _batched(lambda a, b: model.iwae_bound(a, b, k=IWAE_K, seed=seed), dataset.test_images, dataset.test_labels, batch=50)
         out["iwae"], out["iwae_k"] = float(bound.mean()), IWAE_K
@@ -260,7 +260,7 @@ class QualityClock(keras.callbacks.Callback):
         """Fits the latent sampler of a model whose generate() decodes a sampler
         fitted to the training codes (as train.run does after training), so the
         FCD of every epoch measures what a run stopped there would give."""
-        if hasattr(self.model, "fit_sampler") and self.model.config.sampler != "prior":
+        if self.model.can("fitted_sampler") and self.model.config.sampler != "prior":
             self.model.try_fit_sampler(self.dataset.train_images, self.dataset.train_labels)
 
     def out_of_time(self):
@@ -293,7 +293,7 @@ def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, samp
     for another sampler than the model's, W/eval-raw.json for the raw weights)."""
     model, config, dataset = load_run(workdir)
     raw = weights == "raw"
-    if raw and not getattr(model.config, "ema_decay", 0.0):
+    if raw and not model.uses_average:
         raise EvaluationError(f"--weights=raw compares with a moving average: {config['model']} in {workdir} "
                               f"was trained without one (--ema_decay=0)")
     with model.raw_weights() if raw else contextlib.nullcontext():

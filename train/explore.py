@@ -105,14 +105,14 @@ def slerp(a, b, t, eps=1e-6):
 
 
 def encoder_models():
-    """Names of the zoo models that have encode (and so can encode test images)."""
-    return [name for name in zoo.names() if hasattr(zoo.get(name), "encode")]
+    """Names of the zoo models that have an encoder (and so can encode test images)."""
+    return zoo.names("encoder")
 
 
 def decoder(model):
     """z, labels -> images: the model's decode, or generate(z) = G(z) where it
-    has none (the GANs; a BiGAN without decode, whose G inverts its encoder E)."""
-    fn = model.decode if hasattr(model, "decode") else model.generate
+    has none (the GANs)."""
+    fn = model.decode if model.can("decoder") else model.generate
     return lambda z, labels: np.asarray(fn(np.asarray(z, np.float32), labels=labels))
 
 
@@ -159,7 +159,7 @@ def interpolation_rows(model, dataset, pairs=4, steps=10, seed=0):
     t = np.linspace(0.0, 1.0, steps)
     dec = decoder(model)
     rows, codes = [], []
-    if hasattr(model, "encode"):
+    if model.can("encoder"):
         x, y = dataset.test_images, dataset.test_labels
         chosen = pick_pairs(y, pairs, seed)
         for a, b in chosen:
@@ -433,13 +433,13 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
             raise ExploreError(f"--pairs must be >= 1 and --steps >= 2 (got {pairs} and {steps})")
         model, config, dataset = evaluate.load_run(workdir)
         encoders = ", ".join(encoder_models())
-        if "arithmetic" in modes and not hasattr(model, "encode"):
+        if "arithmetic" in modes and not model.can("encoder"):
             raise ExploreError(
                 f"{workdir} holds a {config['model']}, which has no encoder: --arithmetic needs one of {encoders}"
             )
         chosen = parse_triples(triples, len(dataset.test_images)) if triples else None
         if "interpolate" in modes:
-            if not hasattr(model, "encode"):
+            if not model.can("encoder"):
                 logging.warning("%s has no encoder (models with one: %s): interpolating between prior draws "
                                 "z ~ N(0, I) instead of test images", config["model"], encoders)
             images, columns, note = interpolation_rows(model, dataset, pairs, steps, seed)

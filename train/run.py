@@ -419,7 +419,7 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
         )
 
     if writer:
-        if hasattr(model, "fit_sampler"):  # samplers fitted to the training codes
+        if model.can("fitted_sampler"):
             error = model.try_fit_sampler(dataset.train_images, dataset.train_labels)
             if error:  # e.g. collapsed codes: keep the trained model; generate falls back to the prior
                 logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior", error)

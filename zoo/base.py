@@ -12,6 +12,23 @@ from zoo import serving
 KERAS_KWARGS = ("name", "trainable", "dtype")
 
 
+# The capabilities a model class can declare, and the methods each promises:
+CAPABILITIES = {
+    "encoder": "encode(images, labels) -> codes [B, J], training_codes, reconstruct",
+    "decoder": "decode(z, labels) -> images in [0, 1]",
+    "fitted_sampler": "fit_sampler / try_fit_sampler: generate from a distribution fitted to the training codes",
+    "likelihood": "elbo_terms and iwae_bound: bounds on log p(x) (log p(x | y) if conditional)",
+    "conditional": "every generate, encode and decode takes labels",
+    "averaging": "an exponential moving average of weights (the Config's ema_decay)",
+}
+
+
+def check_capability(capability):
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}; valid: {', '.join(CAPABILITIES)}")
+    return capability
+
+
 def option(default, help, choices=None):
     """A config field with the help text (and valid choices) that the CLI shows."""
     metadata = {"help": help}
@@ -176,6 +193,11 @@ class ZooModel(keras.Model):
 
     Config = None
     conditional = False
+    # What the model can do beyond generate (see CAPABILITIES): each class and
+    # mixin declares its own, and can() joins those of the whole MRO; train/,
+    # export/ and the tests read them through can() and zoo.names(capability),
+    # never by probing for methods.
+    capabilities = frozenset()
     signature_names = ("generate",)
     tracked = ()  # names of the loss terms tracked as keras.metrics.Mean
     # How many minibatches of data one train_step consumes: its batch holds
@@ -183,6 +205,18 @@ class ZooModel(keras.Model):
     real_batches_per_step = 1
     # What train.run uses where the user gives no flag.
     training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
+
+    @classmethod
+    def can(cls, capability):
+        """Whether models of this class have `capability` (one of CAPABILITIES)."""
+        if check_capability(capability) == "conditional":
+            return bool(cls.conditional)
+        return any(capability in vars(k).get("capabilities", ()) for k in cls.__mro__)
+
+    @property
+    def uses_average(self):
+        """True when generate (and encode, decode) use averaged weights."""
+        return False
 
     @classmethod
     def training_defaults_for(cls, options):

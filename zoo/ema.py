@@ -62,6 +62,11 @@ class Averaging:
     tf.train.Checkpoint(model=...) tracks it, as it does the samplers' weights."""
 
     ema_networks = ()
+    capabilities = frozenset({"averaging"})
+
+    @property
+    def uses_average(self):
+        return self.config.ema_decay > 0
 
     def build_ema(self):
         """Creates the averages (copies of the current weights) when ema_decay > 0;

@@ -18,8 +18,15 @@ MODELS = {
 }
 
 
-def names():
-    return sorted(MODELS)
+def names(capability=None):
+    """The registered model names, sorted; with `capability` (one of
+    zoo.base.CAPABILITIES), only the models that have it."""
+    from zoo.base import check_capability
+
+    if capability is None:
+        return sorted(MODELS)
+    check_capability(capability)
+    return sorted(name for name, cls in MODELS.items() if cls.can(capability))
 
 
 def get(name):

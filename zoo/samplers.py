@@ -155,6 +155,7 @@ class CodeSampler:
 
     # 0: one fit to all the codes; C: one per class (labels in [0, C)).
     sampler_classes = 0
+    capabilities = frozenset({"encoder", "decoder", "fitted_sampler"})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -53,6 +53,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     for the diagonal posterior)."""
 
     Config = VAEConfig
+    capabilities = frozenset({"likelihood"})  # and CodeSampler's
     # The epochs that fit 5 minutes of training on a 2-core CPU without
     # bfloat16 units (README, "Quality from real runs").
     training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 1e-3}
