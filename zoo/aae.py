@@ -247,31 +247,19 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
 
     def reconstruction_step(self, images):
         """One ae_optimizer update of Q and P on the reconstruction loss."""
-        variables = self.encoder.trainable_variables + self.decoder.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = self.reconstruction_loss(images, training=True)
-            scaled = self.ae_optimizer.scale_loss(base.global_mean(loss))
-        self.ae_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return loss
+        variables = self.optimizer_variables()["ae_optimizer"]
+        return base.minimize(self.ae_optimizer, variables, lambda: self.reconstruction_loss(images, training=True))
 
     def discriminator_step(self, images, labels=None):
         """One d_optimizer update of D: prior samples real, codes fake."""
         seed = self._seed(_PRIOR_NOISE)
-        variables = self.critic.trainable_variables
-        with tf.GradientTape() as tape:
-            loss, d_prior, d_code = self.discriminator_loss(images, labels, seed, training=True)
-            scaled = self.d_optimizer.scale_loss(base.global_mean(loss))
-        self.d_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return loss, d_prior, d_code
+        return base.minimize(self.d_optimizer, self.optimizer_variables()["d_optimizer"],
+                             lambda: self.discriminator_loss(images, labels, seed, training=True))
 
     def generator_step(self, images, labels=None):
         """One g_optimizer update of Q: its codes should fool D."""
-        variables = self.encoder.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = self.generator_loss(images, labels, training=True)
-            scaled = self.g_optimizer.scale_loss(base.global_mean(loss))
-        self.g_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return loss
+        return base.minimize(self.g_optimizer, self.optimizer_variables()["g_optimizer"],
+                             lambda: self.generator_loss(images, labels, training=True))
 
     def train_step(self, data):
         images, labels = base.unpack(data)

@@ -89,12 +89,12 @@ class AE(samplers.CodeSampler, base.ZooModel):
 
     def train_step(self, data):
         images, _ = base.unpack(data)
-        with tf.GradientTape() as tape:
+
+        def loss_and_codes():
             codes = self.encoder(images, training=True)
-            loss = self.reconstruction_loss(images, self.decoder(codes, training=True))
-            scaled = self.optimizer.scale_loss(base.global_mean(loss))
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+            return self.reconstruction_loss(images, self.decoder(codes, training=True)), codes
+
+        loss, codes = base.minimize(self.optimizer, self.trainable_variables, loss_and_codes)
         self._update_code_statistics(tf.stop_gradient(codes))
         return self.track(loss=loss)
 

@@ -67,6 +67,24 @@ def global_mean(per_example):
     return tf.reduce_sum(per_example) / global_batch
 
 
+
+def minimize(optimizer, variables, loss_fn):
+    """One update of `variables` by `optimizer` on the global-batch mean of
+    per-example losses, the step every train step of the zoo is made of:
+
+        w <- w - step(grad_w (1/B_global) sum_i l_i(w)),
+
+    with l = loss_fn() [B] (or the first element of the tuple it returns),
+    computed under the tape. The mean is scaled by optimizer.scale_loss (a
+    loss-scaling optimizer's factor; 1 otherwise) and optimizer.apply unscales
+    the gradients. Returns what loss_fn returned, the losses before the update."""
+    with tf.GradientTape() as tape:
+        out = loss_fn()
+        per_example = out[0] if isinstance(out, tuple) else out
+        loss = optimizer.scale_loss(global_mean(per_example))
+    optimizer.apply(tape.gradient(loss, variables), variables)
+    return out
+
 def step_seed(base_seed, step, stream):
     """A stateless seed [2] for one train step and one random stream of it."""
     return tf.stack(

@@ -149,24 +149,19 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
     def discriminator_step(self, images):
         """One d_optimizer update of D; returns (d_loss, D(x, E(x)), D(G(z), z)) per example."""
         seed = base.step_seed(self.seed, self.d_optimizer.iterations, _D_NOISE)
-        variables = self.discriminator.trainable_variables
-        with tf.GradientTape() as tape:
+
+        def loss_and_logits():
             real, fake = self.logits(images, seed, training=True, augmented=True)
-            loss = self.d_loss(real, fake)
-            scaled = self.d_optimizer.scale_loss(base.global_mean(loss))
-        self.d_optimizer.apply(tape.gradient(scaled, variables), variables)
+            return self.d_loss(real, fake), real, fake
+
+        loss, real, fake = base.minimize(self.d_optimizer, self.optimizer_variables()["d_optimizer"], loss_and_logits)
         return loss, tf.sigmoid(tf.reshape(real, [-1])), tf.sigmoid(tf.reshape(fake, [-1]))
 
     def ge_step(self, images):
         """One ge_optimizer update of G and E together; returns ge_loss per example."""
         seed = base.step_seed(self.seed, self.ge_optimizer.iterations, _GE_NOISE)
-        variables = self.generator.trainable_variables + self.encoder.trainable_variables
-        with tf.GradientTape() as tape:
-            real, fake = self.logits(images, seed, training=True, augmented=True)
-            loss = self.ge_loss(real, fake)
-            scaled = self.ge_optimizer.scale_loss(base.global_mean(loss))
-        self.ge_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return loss
+        return base.minimize(self.ge_optimizer, self.optimizer_variables()["ge_optimizer"],
+                             lambda: self.ge_loss(*self.logits(images, seed, training=True, augmented=True)))
 
     def train_step(self, data):
         images, _ = base.unpack(data)

@@ -312,16 +312,18 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         # normalises with batch statistics, as in the G step.
         fake = self._augment(tf.stop_gradient(self._fake(z, cond, training=True)), seed, AUG_FAKE)
         real = self._augment(base.to_tanh(images), seed, AUG_REAL)
-        variables = self.discriminator.trainable_variables
-        with tf.GradientTape() as tape:
+
+        def loss_and_logits():
             # One D pass over real and fake together (D has no batch norm, so
             # this equals two passes; it is faster).
             both = tf.concat([real, fake], axis=0)
             both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
             real_logits, fake_logits = tf.split(self._logits(both, both_cond, True), 2)
-            per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
-            loss = self.d_optimizer.scale_loss(base.global_mean(per_example))
-        self.d_optimizer.apply(tape.gradient(loss, variables), variables)
+            return self._d_loss(real_logits, fake_logits, real, fake, cond, seed), real_logits, fake_logits
+
+        per_example, real_logits, fake_logits = base.minimize(
+            self.d_optimizer, self.optimizer_variables()["d_optimizer"], loss_and_logits
+        )
         return {"d_loss": per_example, "d_real": tf.sigmoid(real_logits), "d_fake": tf.sigmoid(fake_logits)}
 
     def generator_step(self, batch_size=None, labels=None, seed=None):
@@ -337,13 +339,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
                 raise ValueError("generator_step needs batch_size (or labels)")
             batch_size = tf.shape(cond)[0]
         z = base.replica_normal(batch_size, self.latent_dim, seed)
-        variables = self.generator.trainable_variables
-        with tf.GradientTape() as tape:
-            fake_logits = self._logits(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)
-            per_example = self.g_loss_fn(fake_logits)
-            loss = self.g_optimizer.scale_loss(base.global_mean(per_example))
-        self.g_optimizer.apply(tape.gradient(loss, variables), variables)
-        return per_example
+        return base.minimize(
+            self.g_optimizer, self.optimizer_variables()["g_optimizer"],
+            lambda: self.g_loss_fn(self._logits(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)),
+        )
 
     def _d_loss(self, real_logits, fake_logits, real, fake, cond, seed):
         """Per-example d_loss, with the gradient penalty for wasserstein_gp and the

@@ -219,12 +219,13 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
     def train_step(self, data):
         images, labels = base.unpack(data)
-        with tf.GradientTape() as tape:
+
+        def objective():  # -ELBO, with the KL weighted (warm-up) or clamped (free bits)
             q, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())
             beta = self.kl_weight(self.optimizer.iterations)
-            loss = self.optimizer.scale_loss(base.global_mean(reconstruction + beta * self.kl_objective(q, kl)))
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+            return reconstruction + beta * self.kl_objective(q, kl), reconstruction, kl
+
+        _, reconstruction, kl = base.minimize(self.optimizer, self.trainable_variables, objective)
         return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
 
     def test_step(self, data):
