@@ -63,7 +63,9 @@ GAME_LR_RATIO = 0.2  # learning rate of the latent game / that of the reconstruc
 @samplers.with_sampler_options(sampler="gmm")
 @dataclasses.dataclass
 class AAEConfig:
-    latent_dim: int = option(8, "size of the code z")
+    # 16 against 8, 22 epochs on mnist5k: FCD 12.7 against 17.7, probe 0.938
+    # against 0.898 (README, "what was tried").
+    latent_dim: int = option(16, "size of the code z")
     net: str = option("conv", "encoder/decoder architecture", nets.KINDS)
     prior: str = option("normal", "prior p(z) the codes are matched to", PRIORS)
     loss: str = option("non_saturating", "adversarial loss of the latent game", tuple(losses.LOSSES))
