@@ -84,11 +84,9 @@ def replica_randint(batch_size, maxval, seed):
     """Uniform ints in [0, maxval) [batch_size] for this replica, cut from one
     global draw exactly as base.replica_normal cuts its noise (N replicas
     together use the draws one device would use for the global batch)."""
-    ctx = tf.distribute.get_replica_context()
-    n = base.num_replicas()
-    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
-    draws = tf.random.stateless_uniform([batch_size * n], seed, minval=0, maxval=maxval, dtype=tf.int32)
-    return draws[replica * batch_size : (replica + 1) * batch_size]
+    return base.replica_slice(
+        lambda n: tf.random.stateless_uniform([n], seed, minval=0, maxval=maxval, dtype=tf.int32), batch_size
+    )
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
