@@ -2,7 +2,6 @@
 N(0, I) -> mixture transform, the fits, every encoder model's generate, and
 .keras, checkpoint, SavedModel and train.run carrying the fitted parameters."""
 
-import os
 
 import numpy as np
 import pytest

@@ -214,10 +214,6 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         z = tf.convert_to_tensor(z, tf.float32)
         return tf.reshape(tf.sigmoid(self.critic(self._critic_inputs(z, labels))), [-1])
 
-    def call(self, inputs, training=False):
-        images, _ = base.unpack(inputs)
-        return self.reconstruct(images)
-
     # -- losses ---------------------------------------------------------------
     def reconstruction_loss(self, images, training=False):
         """Per-image summed sigmoid cross-entropy of P(Q(x)) against x (nats)."""
@@ -313,8 +309,5 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         )
 
     # -- serving ----------------------------------------------------------------
-    def _serve_encode(self):
-        return (lambda images: {"z": self.encode(images)}), ("images",)
-
     def _serve_discriminate(self):
         return (lambda z: {"probability": self.discriminate(z)}), ("z",)

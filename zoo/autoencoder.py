@@ -69,10 +69,6 @@ class AE(samplers.CodeSampler, base.ZooModel):
         """z = m + L eps, the moving-average Gaussian of codes (see class doc)."""
         return self.code_mean + tf.linalg.matvec(self.code_scale(), eps)
 
-    def call(self, inputs, training=False):
-        images, _ = base.unpack(inputs)
-        return self.reconstruct(images)
-
     def reconstruction_loss(self, images, logits):
         """Per-image reconstruction loss of the chosen kind (see class doc)."""
         if self.config.loss == "bce":
@@ -102,5 +98,3 @@ class AE(samplers.CodeSampler, base.ZooModel):
         images, _ = base.unpack(data)
         return self.track(loss=self.reconstruction_loss(images, self.decoder(self.encoder(images))))
 
-    def _serve_encode(self):
-        return (lambda images: {"z": self.encode(images)}), ("images",)

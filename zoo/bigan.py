@@ -110,10 +110,6 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
         logits = self.discriminator([base.to_tanh(images), tf.convert_to_tensor(z, tf.float32)])
         return tf.reshape(tf.sigmoid(logits), [-1])
 
-    def call(self, inputs, training=False):
-        images, _ = base.unpack(inputs)
-        return self.reconstruct(images)
-
     # -- losses -------------------------------------------------------------------
     def logits(self, images, seed, training=False, augmented=False):
         """(real logits D(x, E(x)), fake logits D(G(z), z)) per example, with this
@@ -204,8 +200,5 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
         self.compile_optimizers(dict(d_optimizer=d_optimizer, ge_optimizer=ge_optimizer), **kwargs)
 
     # -- serving ----------------------------------------------------------------------
-    def _serve_encode(self):
-        return (lambda images: {"z": self.encode(images)}), ("images",)
-
     def _serve_discriminate(self):
         return (lambda images, z: {"probability": self.discriminate(images, z)}), ("images", "z")

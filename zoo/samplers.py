@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.base import option
+from zoo.base import option, unpack
 
 SAMPLERS = ("prior", "gaussian", "gmm")
 JITTER = 1e-6  # added to a fitted covariance's diagonal so its Cholesky factor exists
@@ -174,6 +174,17 @@ class CodeSampler:
         self.gmm_weights = weight("gmm_weights", (k,), keras.initializers.Constant(1.0 / k))
         self.gmm_means = weight("gmm_means", (k, j), "zeros")
         self.gmm_scales = weight("gmm_scales", (k, j, j), _batched_eye(c + (k,), j))
+
+    def call(self, inputs, training=False):
+        """images (or (images, labels)) -> reconstruct(images, labels)."""
+        images, labels = unpack(inputs)
+        return self.reconstruct(images, labels if self.conditional else None)
+
+    def _serve_encode(self):
+        """The `encode` serving signature: {"z": encode(images[, labels])}."""
+        if self.conditional:
+            return (lambda images, labels: {"z": self.encode(images, labels)}), ("images", "labels")
+        return (lambda images: {"z": self.encode(images)}), ("images",)
 
     # -- fitting -----------------------------------------------------------------
     def training_codes(self, images, labels=None, batch_size=256):

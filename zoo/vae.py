@@ -208,10 +208,6 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     def reconstruct(self, images, labels=None):
         return self.decode(self.encode(images, labels), labels)
 
-    def call(self, inputs, training=False):
-        images, labels = base.unpack(inputs)
-        return self.reconstruct(images, labels)
-
     # -- training --------------------------------------------------------------
     def _step_seed(self):
         seed = base.step_seed(self.seed, self.optimizer.iterations, stream=0)
