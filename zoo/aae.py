@@ -226,7 +226,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         real = self.critic(self._critic_inputs(prior, labels), training=training)
         fake = self.critic(self._critic_inputs(codes, labels), training=training)
         loss = self.d_loss_fn(real, fake)
-        if self.config.loss == "wasserstein_gp":
+        if losses.has_gradient_penalty(self.config.loss):
             penalty_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, _PENALTY))
             critic = lambda v: self.critic(self._critic_inputs(v, labels), training=training)
             loss += losses.gradient_penalty(critic, prior, codes, penalty_seed)

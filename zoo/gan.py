@@ -104,7 +104,7 @@ WGAN_GP_LEARNING_RATE = 1e-4  # Gulrajani et al.
 
 
 def default_learning_rate(loss):
-    return WGAN_GP_LEARNING_RATE if loss == "wasserstein_gp" else LEARNING_RATE
+    return WGAN_GP_LEARNING_RATE if losses.has_gradient_penalty(loss) else LEARNING_RATE
 
 
 def default_optimizer(loss="non_saturating", learning_rate=None, multiplier=1.0):
@@ -112,7 +112,7 @@ def default_optimizer(loss="non_saturating", learning_rate=None, multiplier=1.0)
     Adam(1e-4, beta_1=0, beta_2=0.9) of Gulrajani et al. The learning rate
     (learning_rate, or that default) is scaled by `multiplier`."""
     lr = (learning_rate or default_learning_rate(loss)) * multiplier
-    if loss == "wasserstein_gp":
+    if losses.has_gradient_penalty(loss):
         return keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.9)
     return keras.optimizers.Adam(lr, beta_1=0.5)
 
@@ -350,7 +350,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         the augmented images, so both penalties are taken where D is trained (the
         WGAN-GP mix of augmented reals and fakes, R1 at the augmented reals)."""
         per_example = self.d_loss_fn(real_logits, fake_logits, self.config.real_target)
-        if self.config.loss == "wasserstein_gp":
+        if losses.has_gradient_penalty(self.config.loss):
             mix_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, GP_MIX))
             per_example += losses.gradient_penalty(
                 lambda x: self._logits(x, cond, True), real, fake, mix_seed, weight=self.config.gp_weight

@@ -107,6 +107,16 @@ LOSSES = {
 }
 
 
+# Losses whose discriminator (critic) loss takes the gradient penalty of
+# Gulrajani et al. on random mixes of real and fake inputs.
+WITH_GRADIENT_PENALTY = frozenset({"wasserstein_gp"})
+
+
+def has_gradient_penalty(name):
+    """Whether the loss `name` adds gradient_penalty to the discriminator's loss."""
+    return name in WITH_GRADIENT_PENALTY
+
+
 def get(name):
     """(discriminator loss, generator loss) registered as `name`."""
     if name not in LOSSES:
