@@ -101,6 +101,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     tracked = ("reconstruction", "d_loss", "g_loss", "d_prior", "d_code")
     signature_names = ("generate", "encode", "decode", "reconstruct", "discriminate")
     optimizer_names = ("ae_optimizer", "d_optimizer", "g_optimizer")
+    optimizer_alias = "ae_optimizer"  # compile(optimizer=...) sets it, as for an autoencoder
     training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": 1e-3}
     # aae runs saved before the average was on by default had none
     legacy_options = {"ema_decay": 0.0}
@@ -298,15 +299,6 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
             "d_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
             "g_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
         }
-
-    def compile(self, ae_optimizer=None, d_optimizer=None, g_optimizer=None, **kwargs):
-        """Keras compile with the three optimizers (compile_defaults() where None;
-        `optimizer=` is another name for ae_optimizer). Compile inside the
-        strategy's scope: the optimizers' variables are created here."""
-        ae_optimizer = ae_optimizer or kwargs.pop("optimizer", None)
-        self.compile_optimizers(
-            dict(ae_optimizer=ae_optimizer, d_optimizer=d_optimizer, g_optimizer=g_optimizer), **kwargs
-        )
 
     # -- serving ----------------------------------------------------------------
     def _serve_discriminate(self):

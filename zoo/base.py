@@ -154,16 +154,33 @@ class MultiOptimizer:
     each is wrapped in a LossScaleOptimizer: the model's steps take gradients of
     optimizer.scale_loss(loss), which optimizer.apply unscales."""
 
-    optimizer_names = ()
+    optimizer_names = ()  # the one declaration of the optimizers' names
     step_optimizer = None
+    optimizer_alias = None  # the optimizer that compile(optimizer=...) sets, if any
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.optimizer_names:
+            setattr(self, name, None)  # until compile
+
+    def compile(self, optimizer=None, **kwargs):
+        """compile(<name>=optimizer for each name of `optimizer_names`, ...):
+        each optimizer given, or compile_defaults()'s where None, is built on
+        its variables (compile inside a strategy's scope: their variables are
+        created here); the other keyword arguments (run_eagerly, jit_compile,
+        steps_per_execution) go to keras.Model.compile."""
+        given = {name: kwargs.pop(name, None) for name in self.optimizer_names}
+        if optimizer is not None:
+            if self.optimizer_alias is None:
+                raise ValueError(
+                    f"{type(self).__name__}.compile takes {', '.join(self.optimizer_names)}, not optimizer="
+                )
+            given[self.optimizer_alias] = given[self.optimizer_alias] or optimizer
+        self.compile_optimizers(given, **kwargs)
 
     def compile_optimizers(self, given, **kwargs):
         """Sets each named optimizer (given, or the default where None), builds it
         on its variables and runs Keras' compile."""
-        if "optimizer" in kwargs:
-            raise ValueError(
-                f"{type(self).__name__}.compile takes {', '.join(self.optimizer_names)}, not optimizer="
-            )
         defaults = None
         for name in self.optimizer_names:
             optimizer = given.get(name)
@@ -182,6 +199,9 @@ class MultiOptimizer:
         step = self.step_optimizer or self.optimizer_names[0]
         keras.Model.compile(self, optimizer=getattr(self, step), **kwargs)
         variables = self.optimizer_variables()
+        if set(variables) != set(self.optimizer_names):  # a model's two declarations disagree
+            raise TypeError(f"{type(self).__name__}.optimizer_variables() names {sorted(variables)}, "
+                            f"not its optimizer_names {list(self.optimizer_names)}")
         for name in self.optimizer_names:
             getattr(self, name).build(variables[name])
 

@@ -194,11 +194,6 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
             "ge_optimizer": keras.optimizers.Adam(lr, beta_1=0.5),
         }
 
-    def compile(self, d_optimizer=None, ge_optimizer=None, **kwargs):
-        """Keras compile with both optimizers (compile_defaults() where None).
-        Compile inside the strategy's scope: the optimizers' variables are created here."""
-        self.compile_optimizers(dict(d_optimizer=d_optimizer, ge_optimizer=ge_optimizer), **kwargs)
-
     # -- serving ----------------------------------------------------------------------
     def _serve_discriminate(self):
         return (lambda images, z: {"probability": self.discriminate(images, z)}), ("images", "z")

@@ -191,18 +191,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             conditioning=getattr(c, "conditioning", "concat"),  # a CGANConfig field only
             width=c.width,
         )
-        self.d_optimizer = None
-        self.g_optimizer = None
         self.build_ema()
         self.built = True
 
     # -- optimizers ------------------------------------------------------------
-    def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
-        """Stores the discriminator's and the generator's optimizers (default:
-        `default_optimizer`) and builds their variables; other keyword arguments
-        (run_eagerly, jit_compile, steps_per_execution) go to keras.Model.compile."""
-        self.compile_optimizers(dict(d_optimizer=d_optimizer, g_optimizer=g_optimizer), **kwargs)
-
     def optimizer_variables(self):
         """{optimizer name: the variables it updates}."""
         return {
