@@ -58,3 +58,31 @@ def run_mirrored_check(*cases):
     done = subprocess.run([sys.executable, script, *cases], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Tests that start other processes (train.run and friends, the MirroredStrategy
+# and multi-worker checks, fresh serving processes) are marked `slow`, found by
+# the names their code or their fixtures' code call, so that
+# `pytest -m "not slow"` is a quick in-process loop.
+SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "subprocess", "Popen"})
+
+
+def _calls_slow(fn):
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return False
+    names = set(code.co_names)
+    for const in code.co_consts:  # nested functions and lambdas
+        if hasattr(const, "co_names"):
+            names |= set(const.co_names)
+    return bool(names & SLOW_CALLS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixture_defs = getattr(item, "_fixtureinfo", None)
+        functions = [getattr(item, "function", None)]
+        if fixture_defs is not None:
+            functions += [d.func for defs in fixture_defs.name2fixturedefs.values() for d in defs]
+        if any(_calls_slow(fn) for fn in functions):
+            item.add_marker(pytest.mark.slow)
