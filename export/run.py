@@ -7,7 +7,6 @@ W/model.keras. --model_config=PATH (alone, or after an export) writes TF
 Serving's model_config_list for every model under B, for
 `tensorflow_model_server --model_config_file=PATH`."""
 
-import json
 import os
 import sys
 
@@ -15,11 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-import keras  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
 from export.saved_model import PRECISIONS, ExportError, export, model_config_list  # noqa: E402
-from train.workdir import WorkdirError  # noqa: E402
+from train.workdir import WorkdirError, load_trained  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras")
@@ -32,25 +30,12 @@ flags.DEFINE_string("model_config", None, "also write TF Serving's model_config_
 
 
 def export_workdir(workdir, export_base, version=None, serving_precision="float32"):
-    keras_path = os.path.join(workdir, "model.keras")
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(keras_path) or not os.path.exists(config_path):
-        raise ExportError(f"no trained model in {workdir} (model.keras or config.json missing); run train.run first")
+    """export() of the model trained in `workdir` (train.workdir.load_trained)."""
     try:
-        with open(config_path) as fh:
-            name = json.load(fh)["model"]
-        cls = zoo.get(name)
-    except (OSError, ValueError, KeyError, TypeError) as e:  # unreadable, not JSON, `[]`, an unknown model
-        raise ExportError(f"{config_path} names no zoo model ({type(e).__name__}: {str(e)[:120]}); "
-                          f"restore it from the run or retrain with train.run") from None
-    try:
-        model = keras.models.load_model(keras_path)
-    except Exception as e:
-        raise ExportError(f"cannot load {keras_path} ({type(e).__name__}: {e}); retrain with train.run") from None
-    if type(model) is not cls:
-        raise ExportError(f"{config_path} names model {name} but {keras_path} holds a {type(model).__name__}; "
-                          f"the workdir is mixed up: retrain with train.run in a new --workdir")
-    return export(model, export_base, name, version=version, serving_precision=serving_precision)
+        model, config = load_trained(workdir)
+    except WorkdirError as e:
+        raise ExportError(str(e)) from None
+    return export(model, export_base, config["model"], version=version, serving_precision=serving_precision)
 
 
 def main(argv):

@@ -36,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
 from train import data  # noqa: E402
+from train import workdir as workdirs  # noqa: E402
 from zoo import metrics, samplers  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -268,23 +269,14 @@ class QualityClock(keras.callbacks.Callback):
 
 
 def load_run(workdir):
-    """(model, config, dataset) of a train.run workdir."""
-    keras_path, config_path = os.path.join(workdir, "model.keras"), os.path.join(workdir, "config.json")
-    if not (os.path.exists(keras_path) and os.path.exists(config_path)):
-        raise EvaluationError(f"no trained model in {workdir} (model.keras or config.json missing); run train.run first")
-    with open(config_path) as fh:
-        config = json.load(fh)
+    """(model, config, dataset) of a train.run workdir (train.workdir.load_trained)."""
     try:
+        model, config = workdirs.load_trained(workdir)
         dataset = data.load(config["dataset"], config.get("image_size"))
-    except data.DatasetError as e:
+    except (workdirs.WorkdirError, data.DatasetError) as e:
         raise EvaluationError(str(e)) from None
-    try:
-        model = keras.models.load_model(keras_path)
-    except (ValueError, TypeError, OSError) as e:
-        raise EvaluationError(
-            f"cannot load {keras_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            f"it may come from another version of the zoo: retrain it with train.run"
-        ) from None
+    except KeyError as e:
+        raise EvaluationError(f"{workdir}/config.json has no {e} entry; restore it from the run or retrain") from None
     return model, config, dataset
 
 

@@ -18,6 +18,42 @@ class WorkdirError(Exception):
     """A one-line, actionable problem with a workdir."""
 
 
+
+def load_trained(workdir):
+    """(model, config) of a finished train.run workdir: config.json and the
+    model.keras it names, loaded by the commands that read runs (evaluate,
+    explore, export). WorkdirError, one line, if either is missing,
+    unreadable, names no zoo model, or the two disagree (a mixed-up workdir)."""
+    import json
+
+    import keras
+
+    import zoo  # registers the model classes for load_model
+
+    keras_path, config_path = os.path.join(workdir, "model.keras"), os.path.join(workdir, "config.json")
+    if not (os.path.exists(keras_path) and os.path.exists(config_path)):
+        raise WorkdirError(f"no trained model in {workdir} (model.keras or config.json missing); run train.run first")
+    try:
+        with open(config_path) as fh:
+            config = json.load(fh)
+        name = config["model"]
+        cls = zoo.get(name)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # unreadable, not JSON, `[]`, an unknown model
+        raise WorkdirError(f"{config_path} names no zoo model ({type(e).__name__}: {str(e)[:120]}); "
+                           f"restore it from the run or retrain with train.run") from None
+    try:
+        model = keras.models.load_model(keras_path)
+    except Exception as e:  # Keras raises ValueError, TypeError, OSError, zip and h5 errors
+        raise WorkdirError(
+            f"cannot load {keras_path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+            f"it may be damaged or come from another version of the zoo: retrain it with train.run"
+        ) from None
+    if type(model) is not cls:
+        raise WorkdirError(f"{config_path} names model {name} but {keras_path} holds a {type(model).__name__}; "
+                           f"the workdir is mixed up: retrain with train.run in a new --workdir")
+    return model, config
+
+
 class Lock:
     """An exclusive OS lock on <directory>/<name>, held while the context is
     open. The kernel releases it when the process dies, so kill -9 leaves no
