@@ -12,7 +12,9 @@ from zoo.base import option
 @samplers.with_sampler_options(sampler="gmm")
 @dataclasses.dataclass
 class AEConfig:
-    latent_dim: int = option(16, "size of the code z")
+    # 32 against 16, 25 epochs on mnist5k: probe 0.948 against 0.926 (raw
+    # pixels 0.918), FCD 11.4 against 9.3 (README, "what was tried").
+    latent_dim: int = option(32, "size of the code z")
     net: str = option("conv", "encoder/decoder architecture", nets.KINDS)
     loss: str = option("bce", "reconstruction loss: pixel cross-entropy or squared error", ("bce", "mse"))
     code_momentum: float = option(0.99, "momentum of the moving code mean and covariance")
