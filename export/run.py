@@ -17,7 +17,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
 from export.saved_model import PRECISIONS, ExportError, export, model_config_list  # noqa: E402
-from train.workdir import WorkdirError, load_trained  # noqa: E402
+from train.workdir import WorkdirError, load_trained, write_text  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras")
@@ -49,10 +49,7 @@ def main(argv):
             print(f"exported {path}")
         if FLAGS.model_config is not None:
             text = model_config_list(FLAGS.export_base)
-            tmp = FLAGS.model_config + ".tmp"
-            with open(tmp, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, FLAGS.model_config)
+            write_text(FLAGS.model_config, text)
             print(f"wrote {FLAGS.model_config}")
     except (ExportError, WorkdirError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -29,9 +29,8 @@ def save_png(path, grid, scale=1):
     image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    tmp = f"{path}.tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with workdir.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 class SampleGrid(keras.callbacks.Callback):

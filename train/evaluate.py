@@ -100,10 +100,9 @@ def _train_classifier(dataset, path, epochs, seed):
     train.fit(dataset.train_images, dataset.train_labels, batch_size=64, epochs=epochs, verbose=0)
     accuracy = float(train.evaluate(dataset.test_images, dataset.test_labels, verbose=0)[1])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    model.save(path + ".tmp.keras")
-    os.replace(path + ".tmp.keras", path)
-    with open(path + ".json", "w") as fh:
-        json.dump({"test_accuracy": accuracy}, fh)
+    with workdirs.atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
+    workdirs.write_json(path + ".json", {"test_accuracy": accuracy})
     return model, accuracy
 
 
@@ -126,9 +125,7 @@ def pixel_probe_accuracy(dataset, cache_dir):
         dataset.test_images.reshape(sizes["test"], -1), dataset.test_labels,
     )
     os.makedirs(cache_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as fh:
-        json.dump({"accuracy": accuracy, "sizes": sizes}, fh)
-    os.replace(path + ".tmp", path)
+    workdirs.write_json(path, {"accuracy": accuracy, "sizes": sizes})
     return accuracy
 
 

@@ -48,6 +48,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 import zoo  # noqa: E402  (registers the model classes for load_model)
 from train import callbacks, evaluate  # noqa: E402
+from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -405,9 +406,8 @@ def plot_theory(path, result, size=(900, 520)):
     for i, note in enumerate(notes):
         draw.text((right + 20, top + 130 + 20 * i), note, fill="black", font=small)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with workdirs.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

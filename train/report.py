@@ -40,6 +40,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import zoo  # noqa: E402
 from train import evaluate, precision  # noqa: E402
+from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -321,10 +322,10 @@ def plot_fcd(row, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
-        fig.savefig(path + ".tmp.png")
+        with workdirs.atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-    os.replace(path + ".tmp.png", path)
 
 
 def _file_stem(entry):
@@ -365,10 +366,7 @@ def machine():
 
 def write_text(path, text):
     """Writes `text` to `path` through a temporary file: a crash leaves the old file whole."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    workdirs.write_text(path, text)
 
 
 def write_report(rows, path):

@@ -196,10 +196,7 @@ def build_model(config, image_shape, num_classes):
 
 
 def write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    workdirs.write_json(path, obj)
 
 
 def train(
@@ -427,8 +424,8 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
                 grid.set_model(model)  # (fit, which sets it, does not run when the run was already trained)
                 grid.on_epoch_end(int(epoch.numpy()) - 1)
         keras_path = os.path.join(out_dir, "model.keras")
-        model.save(keras_path + ".tmp.keras")
-        os.replace(keras_path + ".tmp.keras", keras_path)
+        with workdirs.atomic_path(keras_path, ".keras") as tmp:
+            model.save(tmp)
         if export_base:
             from export.saved_model import ExportError, export
 

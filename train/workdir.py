@@ -3,8 +3,10 @@ the history file (one well-formed row per completed epoch), finding a
 checkpoint to resume from when the index is damaged, and removing what a
 killed process left behind."""
 
+import contextlib
 import csv
 import fcntl
+import json
 import glob
 import os
 import re
@@ -19,13 +21,38 @@ class WorkdirError(Exception):
 
 
 
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """A temporary path beside `path` (`path`.tmp + suffix, the suffix for
+    writers that go by the extension) to write to; once the block ends
+    without error it replaces `path` (os.replace: a reader or a crash sees the
+    old file or the new one, never a part), and on error it is removed."""
+    tmp = f"{path}.tmp{suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path, text):
+    """Writes `text` to `path` atomically (atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write(text)
+
+
+def write_json(path, obj):
+    """Writes `obj` as indented, key-sorted JSON to `path` atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
 def load_trained(workdir):
     """(model, config) of a finished train.run workdir: config.json and the
     model.keras it names, loaded by the commands that read runs (evaluate,
     explore, export). WorkdirError, one line, if either is missing,
     unreadable, names no zoo model, or the two disagree (a mixed-up workdir)."""
-    import json
-
     import keras
 
     import zoo  # registers the model classes for load_model
@@ -114,15 +141,12 @@ def read_history(workdir):
 
 def write_history(workdir, header, rows):
     """Replaces history.csv atomically (a kill leaves the old or the new file)."""
-    path = os.path.join(workdir, HISTORY)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(os.path.join(workdir, HISTORY)) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def repair_history(workdir, completed_epochs):
