@@ -120,10 +120,10 @@ def reference_images_per_second(args):
     return float(match.group(1)), cpu
 
 
-def bench_script(name):
-    """Path of a script of ../shared/bench/ (--reference overrides ref_tf_dcgan.py's)."""
-    if name == "ref_tf_dcgan.py" and FLAGS.reference:
-        path = FLAGS.reference
+def bench_script(name, reference=None):
+    """Path of a script of ../shared/bench/ (`reference`, --reference, overrides ref_tf_dcgan.py's)."""
+    if name == "ref_tf_dcgan.py" and reference:
+        path = reference
     else:
         path = os.path.join(os.path.dirname(ROOT), "shared", "bench", name)
     if not os.path.exists(path):
@@ -134,12 +134,12 @@ def bench_script(name):
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    def argv(python, script, steps):
-        return [python, bench_script(script), "--batch", str(FLAGS.batch_size), "--steps", str(steps)]
+    def script_argv(python, script, steps):
+        return [python, bench_script(script, FLAGS.reference), "--batch", str(FLAGS.batch_size), "--steps", str(steps)]
 
     references = []
     if FLAGS.vs_reference:  # before and after ours: the mean evens out load that comes and goes
-        references.append(reference_images_per_second(argv(sys.executable, "ref_tf_dcgan.py", FLAGS.steps)))
+        references.append(reference_images_per_second(script_argv(sys.executable, "ref_tf_dcgan.py", FLAGS.steps)))
     policy = precision.apply(FLAGS.mixed_precision)
     image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     options = {}
@@ -162,7 +162,7 @@ def main(argv):
     if FLAGS.vs_reference:
         # The second run takes twice the steps: the difference of the two runs'
         # CPU time is the reference's steady-state CPU per image (start-up cancels).
-        references.append(reference_images_per_second(argv(sys.executable, "ref_tf_dcgan.py", 2 * FLAGS.steps)))
+        references.append(reference_images_per_second(script_argv(sys.executable, "ref_tf_dcgan.py", 2 * FLAGS.steps)))
         result["reference_images_per_s"] = sum(rate for rate, _ in references) / len(references)
         result["ratio_vs_reference"] = result["train_images_per_s"] / result["reference_images_per_s"]
         extra_cpu = references[1][1] - references[0][1]
@@ -170,7 +170,7 @@ def main(argv):
             result["reference_images_per_cpu_s"] = FLAGS.steps * FLAGS.batch_size / extra_cpu
             result["ratio_per_cpu_s"] = result["train_images_per_cpu_s"] / result["reference_images_per_cpu_s"]
     if FLAGS.torch_python:
-        torch_reference = argv(FLAGS.torch_python, "ref_torch_dcgan.py", FLAGS.steps)
+        torch_reference = script_argv(FLAGS.torch_python, "ref_torch_dcgan.py", FLAGS.steps)
         result["torch_reference_images_per_s"] = reference_images_per_second(torch_reference)[0]
     print(json.dumps(result))
 

@@ -153,12 +153,12 @@ def time_to_quality(history, factor=QUALITY_FACTOR):
     return None
 
 
-def summarise(entry, workdir):
-    """One row of the report from a finished run."""
+def summarise(entry, workdir, cache_dir=evaluate.CACHE_DIR):
+    """One row of the report from a finished run (evaluation classifiers cached in cache_dir)."""
     with open(os.path.join(workdir, "config.json")) as fh:
         config = json.load(fh)
     history = read_history(workdir)
-    figures = evaluate.evaluate_workdir(workdir, FLAGS.cache_dir)
+    figures = evaluate.evaluate_workdir(workdir, cache_dir)
     batch = config["training"]["batch_size"]
     from train import data
 
@@ -369,7 +369,9 @@ def write_text(path, text):
     workdirs.write_text(path, text)
 
 
-def write_report(rows, path):
+def write_report(rows, path, dataset=None):
+    """Writes the report of `rows` to `path` (`dataset`: what the runs trained
+    on, where no row records it; default mnist5k)."""
     grid_dir = os.path.join(os.path.dirname(path), "zoo")
     ok = [r for r in rows if "error" not in r]
     known = [r for r in ok if "dataset" in r]
@@ -378,7 +380,7 @@ def write_report(rows, path):
         "",
         f"Written by `python -m train.report` on {time.strftime('%Y-%m-%d')} from commit "
         f"{provenance(rows, 'commit')}, on {machine()}. Each model trained on "
-        f"{provenance(known, 'dataset') if known else FLAGS.dataset or 'mnist5k'}. {runs_text(rows)} "
+        f"{provenance(known, 'dataset') if known else dataset or 'mnist5k'}. {runs_text(rows)} "
         "Then `train.evaluate` "
         f"measured it against {ok[0].get('num_samples', 500) if ok else 500} test images (see its docstring for every "
         "figure). FCD is the Frechet distance in the features of the zoo's digit classifier; the floor in "
@@ -465,7 +467,7 @@ def main(argv):
             if code != 0:
                 raise ReportError(f"train.run exited with {code}, see {log_path}")
             measured_at = commit(own_outputs(FLAGS.out, FLAGS.readme))
-            row = {**summarise(entry, workdir), "commit": measured_at,
+            row = {**summarise(entry, workdir, FLAGS.cache_dir), "commit": measured_at,
                    "mode": "default" if minutes is None else "budget", "budget": minutes, "command": cmd}
             grids = sorted(os.listdir(os.path.join(workdir, "samples")))
             os.makedirs(os.path.join(os.path.dirname(FLAGS.out), "zoo"), exist_ok=True)
@@ -478,7 +480,7 @@ def main(argv):
             print(json.dumps({k: v for k, v in row.items() if k not in ("class_histogram", "fcd_by_epoch")}), flush=True)
         new.append(row)
         rows = merged(previous, new)
-        write_report(rows, FLAGS.out)  # after every model, so that a crash later keeps what was measured
+        write_report(rows, FLAGS.out, FLAGS.dataset)  # after every model, so that a crash later keeps what was measured
     if FLAGS.readme:
         update_readme(FLAGS.readme, rows, FLAGS.out)
     print(table(rows))
