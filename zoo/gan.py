@@ -448,7 +448,7 @@ class DCGAN(GAN):
     average of G (ema_decay=0.999), which give better samples in its budget."""
 
     Config = DCGANConfig
-    # Minibatches of 16: 4x the updates of 64 for 1.3x the time per epoch;
+    # Minibatches of 16: 4x the updates of 64 for about 1.5x the time per epoch;
     # at 22 epochs on mnist5k FCD 23.1 against 31.1 with 32 and 44.5 with 64
     # (README, "what was tried"). 18 epochs fit 3 minutes on 2 cores.
     training_defaults = {"epochs": 18, "batch_size": 16, "learning_rate": LEARNING_RATE}
