@@ -51,6 +51,7 @@ OTHER_CASES = {
     "gan_aug_r1": ("gan", dict(latent_dim=8, d_dropout=0.0, augment="cutout,translation", r1_weight=0.5, d_steps=2)),
     "dcgan_sn_aug": ("dcgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True, augment="translation,cutout")),
     "cgan_sn": ("cgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True)),
+    "cgan_g_steps": ("cgan", dict(latent_dim=8, d_dropout=0.0, g_steps=2, update="simultaneous")),
     "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout")),
 }
 

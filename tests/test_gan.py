@@ -229,6 +229,26 @@ def test_d_steps_discriminator_updates_per_generator_update():
     assert final[3] < final[1]
 
 
+def test_g_steps_generator_updates_per_step():
+    images, _ = real_batch(8)
+    final = {}
+    for g_steps in (1, 3):
+        keras.utils.set_random_seed(0)
+        model = build("gan", g_steps=g_steps, d_dropout=0.0)
+        # D's learning rate 0: D stays put, so G's loss must fall, and fall
+        # further with more G updates per step.
+        model.compile(d_optimizer=keras.optimizers.SGD(0.0), g_optimizer=keras.optimizers.Adam(1e-3))
+        z = tf.random.stateless_normal([8, model.latent_dim], [7, 7])
+        before = float(tf.reduce_mean(model.adversarial_losses(images, z=z)["g_loss"]))
+        model.fit(dataset(False, n=32, batch=8), epochs=1, verbose=0)  # 4 train steps
+        assert int(model.g_optimizer.iterations) == 4 * g_steps and int(model.d_optimizer.iterations) == 4
+        final[g_steps] = float(tf.reduce_mean(model.adversarial_losses(images, z=z)["g_loss"]))
+        assert final[g_steps] < before
+    assert final[3] < final[1]
+    with pytest.raises(ValueError, match="g_steps must be an integer >= 1, got 0"):
+        build("gan", g_steps=0)
+
+
 @pytest.mark.parametrize("name,update", [("gan", "alternating"), ("cgan", "simultaneous")])
 def test_each_discriminator_update_takes_its_own_minibatch(name, update):
     """Algorithm 1 samples a fresh minibatch of data for each of the k D
@@ -437,7 +457,7 @@ def test_mirrored_strategy_matches_one_device():
     (gan with d_steps=2, dcgan with synchronized batch norm, cgan; dcgan_ema:
     G's moving average too; the discriminator levers of tests/test_gan_levers.py:
     hinge + R1, DiffAugment, spectral norm)."""
-    levers = ("gan_hinge_r1", "gan_aug_r1", "dcgan_sn_aug", "cgan_sn")
+    levers = ("gan_hinge_r1", "gan_aug_r1", "dcgan_sn_aug", "cgan_sn", "cgan_g_steps")
     result = run_mirrored_check("gan", "dcgan", "cgan", "dcgan_ema", *levers)
     assert set(result) == {"gan", "dcgan", "cgan", "dcgan_ema", *levers}
     for name, r in result.items():

@@ -69,7 +69,10 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
     tracked = ("d_loss", "ge_loss", "d_real", "d_fake")
     signature_names = ("generate", "encode", "reconstruct", "discriminate")
     optimizer_names = ("d_optimizer", "ge_optimizer")
-    training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": 2e-4}
+    # Minibatches of 16, 18 epochs on mnist5k: FCD 17.2, probe 0.938 in 4.1
+    # minutes, against 27.8 and 0.942 with 32 (18 epochs) and 43.7 and 0.848
+    # with 64 (22 epochs) (README, "what was tried"); 20 epochs fit 5 minutes.
+    training_defaults = {"epochs": 20, "batch_size": 16, "learning_rate": 2e-4}
     # bigan runs saved before these options existed had full widths and no average
     legacy_options = {"width": 1.0, "ema_decay": 0.0}
     ema_networks = ("generator", "encoder")  # encode/decode/reconstruct average them when ema_decay > 0

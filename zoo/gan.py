@@ -55,6 +55,10 @@ class GANConfig:
         1, "discriminator updates per generator update (k of Algorithm 1), each on its own minibatch: "
         "a train step's batch holds k of them (train.run batches k * batch_size rows)"
     )
+    g_steps: int = option(
+        1, "generator updates per train step, after the d_steps discriminator updates, each on fresh noise "
+        "(d_steps and g_steps set the ratio both ways)"
+    )
     real_target: float = option(
         0.9, "discriminator's target for real images; < 1 is one-sided label smoothing, 1 none"
     )
@@ -170,8 +174,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
         c = self.config
-        if int(c.d_steps) != c.d_steps or c.d_steps < 1:
-            raise ValueError(f"d_steps must be an integer >= 1, got {c.d_steps!r}")
+        for name in ("d_steps", "g_steps"):
+            steps = getattr(c, name)
+            if int(steps) != steps or steps < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {steps!r}")
         if not 0.0 < c.real_target <= 1.0:
             raise ValueError(f"real_target must be in (0, 1], got {c.real_target!r}")
         if not 0.0 <= c.d_dropout < 1.0:
@@ -397,9 +403,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         """Algorithm 1: d_steps = k D updates, each on its own minibatch of data
         (row i of the batch goes to update i mod k) and fresh noise (seeded by
         d_optimizer.iterations), then one G update on a fresh batch of as many
-        fakes as the last minibatch's rows (seeded by g_optimizer.iterations).
-        With update=simultaneous the last D update and the G update are one
-        `simultaneous_step`."""
+        fakes as the last minibatch's rows (seeded by g_optimizer.iterations),
+        then g_steps - 1 more G updates on fresh noise. With update=simultaneous
+        the last D update and the first G update are one `simultaneous_step`.
+        The tracked g_loss is that of the last G update."""
         images, labels = base.unpack(data)
         if self.conditional:
             self.require_labels(labels)
@@ -419,6 +426,8 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             d = self.simultaneous_step(last_images, last_labels)
             g_loss = d["g_loss"]
         else:
+            g_loss = self.generator_step(tf.shape(last_images)[0], last_labels)
+        for _ in range(int(self.config.g_steps) - 1):  # noise seeded by g_optimizer.iterations: fresh each time
             g_loss = self.generator_step(tf.shape(last_images)[0], last_labels)
         self.update_ema()
         return self.track(d_loss=d["d_loss"], g_loss=g_loss, d_real=d["d_real"], d_fake=d["d_fake"])
