@@ -201,8 +201,8 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
 
 
 def _encoder_figures(model, dataset, cache_dir):
-    train_codes = model.training_codes(dataset.train_images, dataset.train_labels)
-    test_codes = model.training_codes(dataset.test_images, dataset.test_labels)
+    train_codes = model.encode_all(dataset.train_images, dataset.train_labels)
+    test_codes = model.encode_all(dataset.test_images, dataset.test_labels)
     recon = _batched(lambda a, b: model.reconstruct(a, labels=b), dataset.test_images, dataset.test_labels)
     return {
         "linear_probe_accuracy": metrics.linear_probe_accuracy(

@@ -164,7 +164,7 @@ def interpolation_rows(model, dataset, pairs=4, steps=10, seed=0):
         x, y = dataset.test_images, dataset.test_labels
         chosen = pick_pairs(y, pairs, seed)
         for a, b in chosen:
-            z_a, z_b = model.training_codes(x[[a, b]], y[[a, b]])
+            z_a, z_b = model.encode_all(x[[a, b]], y[[a, b]])
             codes.append((z_a, z_b))
             labels = np.full(steps, y[a], np.int32)  # the CVAE draws x_a's class all along
             for path in (lerp, slerp):
@@ -225,7 +225,7 @@ def arithmetic_rows(model, dataset, triples):
     x, y = dataset.test_images, dataset.test_labels
     dec, rows = decoder(model), []
     for a, b, c in triples:
-        z_a, z_b, z_c = model.training_codes(x[[a, b, c]], y[[a, b, c]])
+        z_a, z_b, z_c = model.encode_all(x[[a, b, c]], y[[a, b, c]])
         rows += [x[[a, b, c]], dec((z_a - z_b + z_c)[None], y[[c]])]
     return np.concatenate(rows)
 
@@ -234,7 +234,7 @@ def class_mean_rows(model, dataset):
     """(images, columns): per class, c (its median-ink test image) then
     decode(z_c - m_{y_c} + m_k) for every class k, m_k the mean test code of class k."""
     x, y = dataset.test_images, dataset.test_labels
-    codes = model.training_codes(x, y)
+    codes = model.encode_all(x, y)
     classes = np.unique(y)
     means = np.stack([codes[y == k].mean(0) for k in classes])
     dec, rows = decoder(model), []

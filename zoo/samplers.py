@@ -187,10 +187,11 @@ class CodeSampler:
         return (lambda images: {"z": self.encode(images)}), ("images",)
 
     # -- fitting -----------------------------------------------------------------
-    def training_codes(self, images, labels=None, batch_size=256):
-        """encode(x) (the posterior mean where there is one) [N, J] as numpy
-        float64, in batches; of any images (train.evaluate and train.explore
-        encode test images with it too)."""
+    def encode_all(self, images, labels=None, batch_size=256):
+        """encode(x) (the posterior mean where there is one) of all `images`
+        [N, J], in batches, as numpy float64: the training codes that
+        fit_sampler fits, or the test codes that train.evaluate and
+        train.explore read."""
         codes = []
         for start in range(0, len(images), batch_size):
             batch_labels = labels[start : start + batch_size] if self.conditional else None
@@ -204,7 +205,7 @@ class CodeSampler:
         Returns the codes."""
         if self.sampler_classes and labels is None:
             raise ValueError(f"{type(self).__name__} fits its samplers per class: pass the training labels")
-        codes = self.training_codes(images, self.require_labels(labels), batch_size)
+        codes = self.encode_all(images, self.require_labels(labels), batch_size)
         if self.sampler_classes:
             labels = np.asarray(labels).astype(np.int64).reshape(-1)
             fits = [self._fit_codes(codes[labels == c], f" of class {c}") for c in range(self.sampler_classes)]
