@@ -36,7 +36,6 @@
 import json
 import math
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,6 +46,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 import zoo  # noqa: E402  (registers the model classes for load_model)
+from train import cli  # noqa: E402
 from train import callbacks, evaluate  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
@@ -463,16 +463,13 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}; options are --name=value", file=sys.stderr)
-        sys.exit(2)
+    cli.no_positional_arguments(argv)
     modes = [m for m in ("interpolate", "arithmetic", "theory") if FLAGS[m].value]
     try:
         written, figures = run(FLAGS.workdir, modes, FLAGS.out, FLAGS.pairs, FLAGS.steps, FLAGS.triples,
                                FLAGS.theory_steps, FLAGS.seed)
     except (ExploreError, evaluate.EvaluationError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     for path, note in written:
         print(f"wrote {path}: {note}")
     if figures is not None:

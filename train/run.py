@@ -20,6 +20,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from train import cli  # noqa: E402
 from train import callbacks, data, distribute, precision  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
@@ -85,8 +86,7 @@ def parse_flags(argv):
         return FLAGS(argv)
     except flags.Error as e:
         valid = sorted(n for n in FLAGS if not n.startswith("help") and len(n) > 1)
-        print(f"error: {e}; valid options: --{', --'.join(valid)}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"{e}; valid options: --{', --'.join(valid)}")
 
 
 def resolve(flag_values=None):
@@ -439,9 +439,7 @@ def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_pe
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's own INFO lines drown the progress bar
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}; options are --name=value", file=sys.stderr)
-        sys.exit(2)
+    cli.no_positional_arguments(argv)
     try:
         workdir, config = resolve()
         train(
@@ -460,17 +458,15 @@ def main(argv):
             restart=FLAGS.restart,
         )
     except (RunError, callbacks.NonFiniteLoss, callbacks.WriteError, workdirs.WorkdirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     except OSError as e:
         # disk full, a read-only or vanished directory: checkpoints and history are
         # written atomically, so the last good ones are intact
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
         where = getattr(e, "filename", None)
-        print(f"error: cannot write{' ' + where if where else ''} ({type(e).__name__}: {reason}); "
-              f"free disk space or fix permissions, then rerun the same command to resume from the last "
-              f"checkpoint", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"cannot write{' ' + where if where else ''} ({type(e).__name__}: {reason}); "
+                 f"free disk space or fix permissions, then rerun the same command to resume from the last "
+                 f"checkpoint")
     except callbacks.Terminated as e:
         print(str(e), file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
