@@ -255,7 +255,15 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
 
     # -- what the model can do -----------------------------------------------
     def generate(self, n_or_z, labels=None, seed=None):
-        """Images (G(z) + 1) / 2 in [0, 1] from z ~ N(0, I): `n` new draws, or the given z."""
+        """Images (G(z) + 1) / 2 from z ~ N(0, I), with G's moving average when ema_decay > 0.
+
+        Args:
+          n_or_z: a count n (z drawn now), or z [B, latent_dim] as given.
+          labels: cgan: [B] ints, or one int for every row.
+          seed: the draw's seed when n_or_z is a count.
+
+        Returns:
+          Images [B, H, W, C], float32 in [0, 1]."""
         z = self.noise(n_or_z, seed)
         cond = None
         if self.conditional:

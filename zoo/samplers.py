@@ -198,11 +198,21 @@ class CodeSampler:
             codes.append(np.asarray(self.encode(images[start : start + batch_size], batch_labels)))
         return np.concatenate(codes).astype(np.float64)
 
-    def fit_sampler(self, images, labels=None, batch_size=256):
-        """Fits the gaussian and the gmm sampler to the codes of `images` (the
-        training set; labels for conditional encoders, and to group the codes
-        by class where `sampler_classes` > 0) and marks the sampler fitted.
-        Returns the codes."""
+    def fit_sampler(self, images, labels=None, batch_size: int = 256):
+        """Fits the gaussian and the gmm sampler to the codes of `images` and
+        marks the sampler fitted (train.run does this after training).
+
+        Args:
+          images: the training images [N, H, W, C] in [0, 1].
+          labels: their labels [N]: needed by conditional encoders, and to fit
+            per class where `sampler_classes` > 0.
+          batch_size: images encoded at a time.
+
+        Returns:
+          The codes [N, J] (numpy float64) the samplers were fitted to.
+
+        Raises:
+          ValueError: too few codes (of a class) for sampler_components."""
         if self.sampler_classes and labels is None:
             raise ValueError(f"{type(self).__name__} fits its samplers per class: pass the training labels")
         codes = self.encode_all(images, self.require_labels(labels), batch_size)
@@ -288,10 +298,17 @@ class CodeSampler:
         return self.fitted_codes(eps, sampler, labels)
 
     def generate(self, n_or_z, labels=None, seed=None, sampler=None):
-        """Images decoded from codes of `sampler` (prior, gaussian or gmm;
-        default config.sampler): n_or_z is eps ~ N(0, I) [B, J] (`n` rows drawn
-        now, or as given), mapped deterministically by sample_codes. Conditional
-        models need labels."""
+        """Images decoded from codes of `sampler`.
+
+        Args:
+          n_or_z: a count n (eps drawn now), or eps ~ N(0, I) [B, J] as given;
+            eps is mapped deterministically to a code by sample_codes.
+          labels: conditional models: [B] ints, or one int for every row.
+          seed: the draw's seed when n_or_z is a count.
+          sampler: prior, gaussian or gmm (default config.sampler).
+
+        Returns:
+          Images [B, H, W, C], float32 in [0, 1]."""
         eps = self.noise(n_or_z, seed)
         if self.conditional:
             labels = self.as_labels(self.require_labels(labels), tf.shape(eps)[0])
