@@ -389,6 +389,14 @@ class ZooModel(keras.Model):
         lr = learning_rate or self.training_defaults["learning_rate"]
         return {"optimizer": keras.optimizers.Adam(lr)}
 
+    # One optimizer, Keras' own, for every trainable variable; models with
+    # several (base.MultiOptimizer) declare their names and variables.
+    optimizer_names = ("optimizer",)
+
+    def optimizer_variables(self):
+        """{optimizer name: the variables it updates}."""
+        return {"optimizer": self.trainable_variables}
+
     def optimizer_list(self):
         """Every optimizer this model steps (checkpointed by train.run)."""
         return [self.optimizer]
