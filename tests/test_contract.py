@@ -5,8 +5,9 @@ and for a toy model registered here at test time, which needs no other file:
   only the variables it declares;
 - the config round trip (get_config / from_config) rebuilds the same model;
 - a .keras file and a tf.train.Checkpoint bring back identical outputs;
-- the serving signatures it declares exist and run in this process (the
-  exports in a fresh process are in test_serving.py and test_cli_models.py).
+- every serving signature it declares (and sample, sample_png) runs on
+  example inputs in this process; the exports in a fresh process are in
+  test_serving.py and test_cli_models.py.
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from export import saved_model
 from zoo import autoencoder, registry
 from zoo.base import option
 
@@ -112,7 +114,13 @@ def test_config_keras_file_and_checkpoint_round_trips(name, with_toy, tmp_path):
 def test_declared_signatures_run(name, with_toy):
     model = tiny(name)
     signatures = model.serving_signatures()
-    assert list(signatures)[: len(model.signature_names)] == list(model.signature_names)
-    labels = {"labels": tf.constant([0, 1, 2])} if model.conditional else {}
-    images = signatures["sample"](num_samples=tf.constant(3), seed=tf.constant(5), **labels)["images"].numpy()
-    assert images.shape == (3, *SHAPE) and np.all((images >= 0) & (images <= 1))
+    assert list(signatures) == [*model.signature_names, "sample", "sample_png"]
+    for signature_name, fn in signatures.items():
+        result = fn(**saved_model.example_inputs(fn, CLASSES, n=3))
+        for key, value in result.items():
+            value = value.numpy()
+            assert value.shape[0] == 3, (signature_name, key, value.shape)
+            if key == "images":
+                assert value.shape == (3, *SHAPE) and np.all((value >= 0) & (value <= 1)), signature_name
+            elif value.dtype != object:  # PNG bytes aside
+                assert np.all(np.isfinite(value)), (signature_name, key)

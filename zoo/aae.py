@@ -293,7 +293,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         for D and for Q's generator update, lr = learning_rate or 1e-3. (On
         mnist5k one rate for all three collapses the codes: Q's generator
         update outruns the reconstruction.)"""
-        lr = learning_rate or self.training_defaults["learning_rate"]
+        lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
         return {
             "ae_optimizer": keras.optimizers.Adam(lr),
             "d_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),

@@ -386,8 +386,13 @@ class ZooModel(keras.Model):
 
     def compile_defaults(self, learning_rate=None):
         """Keyword arguments for compile() that train.run uses."""
-        lr = learning_rate or self.training_defaults["learning_rate"]
+        lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
         return {"optimizer": keras.optimizers.Adam(lr)}
+
+    def train_steps_taken(self):
+        """Train steps taken so far, from the step optimizer's iterations (a model
+        whose step updates it several times divides)."""
+        return self.optimizer.iterations
 
     # One optimizer, Keras' own, for every trainable variable; models with
     # several (base.MultiOptimizer) declare their names and variables.

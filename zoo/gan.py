@@ -158,7 +158,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     Config = GANConfig
     tracked = ("d_loss", "g_loss", "d_real", "d_fake")
     optimizer_names = ("d_optimizer", "g_optimizer")
-    step_optimizer = "g_optimizer"  # model.optimizer: its iterations count train steps
+    step_optimizer = "g_optimizer"  # model.optimizer: its iterations count G updates (g_steps per train step)
     # The epochs that fit 5 minutes of training on a 2-core CPU without
     # bfloat16 units (README, "Quality from real runs").
     training_defaults = {"epochs": 140, "batch_size": 64, "learning_rate": LEARNING_RATE}
@@ -407,6 +407,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     def real_batches_per_step(self):
         return int(self.config.d_steps)
 
+    def train_steps_taken(self):
+        """g_optimizer.iterations / g_steps: G steps g_steps times per train step."""
+        return self.g_optimizer.iterations // int(self.config.g_steps)
+
     def train_step(self, data):
         """Algorithm 1: d_steps = k D updates, each on its own minibatch of data
         (row i of the batch goes to update i mod k) and fresh noise (seeded by
@@ -420,9 +424,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             self.require_labels(labels)
         k = int(self.config.d_steps)
         # Strided, not blocks: under MirroredStrategy each replica holds one
-        # contiguous block of the global batch, and the rows i mod k of every
-        # block together are the rows i mod k of the global batch, so update t
-        # sees the same data as on one device.
+        # contiguous block of the global batch, and when N replicas divide the
+        # minibatch m (train.run checks it), so that each block of k m / N rows
+        # is a multiple of k, the rows i mod k of every block together are the
+        # rows i mod k of the global batch: update t sees one device's data.
         minibatches = [(images[t::k], labels[t::k] if labels is not None else None) for t in range(k)]
         simultaneous = self.config.update == "simultaneous"
         d_start = tf.cast(self.d_optimizer.iterations, tf.int64)

@@ -88,7 +88,7 @@ def wasserstein_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     Args:
       real_logits: D's logits of real images, [B] or [B, 1].
       fake_logits: D's logits of generated images, [B] or [B, 1].
-      real_target: t, D's target for real images (1: none; < 1: one-sided smoothing).
+      real_target: ignored (for the same signature as the other losses).
 
     Returns:
       The discriminator's loss per example, float32 [B]."""
@@ -115,7 +115,7 @@ def hinge_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     Args:
       real_logits: D's logits of real images, [B] or [B, 1].
       fake_logits: D's logits of generated images, [B] or [B, 1].
-      real_target: t, D's target for real images (1: none; < 1: one-sided smoothing).
+      real_target: ignored (for the same signature as the other losses).
 
     Returns:
       The discriminator's loss per example, float32 [B]."""

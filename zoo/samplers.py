@@ -269,7 +269,7 @@ class CodeSampler:
     def fitted_codes(self, eps, sampler, labels=None):
         """Codes of the fitted `sampler` ("gaussian" or "gmm") from eps ~ N(0, I)
         (of class labels[b]'s fit in row b where the samplers are per class)."""
-        groups = tf.cast(labels, tf.int32) if self.sampler_classes else None
+        groups = tf.cast(self.require_labels(labels), tf.int32) if self.sampler_classes else None
         if sampler == "gaussian":
             mean, scale = tf.convert_to_tensor(self.gaussian_mean), tf.convert_to_tensor(self.gaussian_scale)
             if groups is not None:
