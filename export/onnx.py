@@ -21,6 +21,8 @@ from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from train import cli  # noqa: E402  (no zoo import: the conversion must not need it)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "a version directory written by export.run or train.run")
 flags.DEFINE_string("output_dir", None, "where the .onnx files go (default: <export_dir>.onnx)")
@@ -110,21 +112,17 @@ def convert(export_dir, output_dir=None, opset=17, atol=1e-5, signatures=None):
 def main(argv):
     # (not a required flag: importing this module must not constrain other programs' flags)
     if not FLAGS.export_dir or not os.path.exists(os.path.join(FLAGS.export_dir, "saved_model.pb")):
-        print(f"error: no SavedModel in {FLAGS.export_dir}; pass a version directory such as B/vae/1",
-              file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"no SavedModel in {FLAGS.export_dir}; pass a version directory such as B/vae/1")
     try:
         import onnxruntime  # noqa: F401
         import tf2onnx  # noqa: F401
     except ImportError:
-        print('error: ONNX conversion needs tf2onnx and onnxruntime: pip install -e ".[onnx]"', file=sys.stderr)
-        sys.exit(2)
+        cli.fail('ONNX conversion needs tf2onnx and onnxruntime: pip install -e ".[onnx]"')
     output_dir = FLAGS.output_dir or FLAGS.export_dir.rstrip("/") + ".onnx"
     try:
         results = convert(FLAGS.export_dir, output_dir, FLAGS.opset, FLAGS.atol, FLAGS.signatures)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     assert "zoo" not in sys.modules  # converts and checks as a serving host would, without the zoo
     for name, reason in results.items():
         print(f"{name}: " + (f"converted, {os.path.join(output_dir, name + '.onnx')}" if reason is None

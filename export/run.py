@@ -8,7 +8,6 @@ Serving's model_config_list for every model under B, for
 `tensorflow_model_server --model_config_file=PATH`."""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,6 +16,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
 from export.saved_model import PRECISIONS, ExportError, export, model_config_list  # noqa: E402
+from train import cli  # noqa: E402
 from train.workdir import WorkdirError, load_trained, write_text  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -41,8 +41,7 @@ def export_workdir(workdir, export_base, version=None, serving_precision="float3
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     if FLAGS.workdir is None and FLAGS.model_config is None:
-        print("error: pass --workdir=W (a train.run workdir) to export, or --model_config=PATH", file=sys.stderr)
-        sys.exit(2)
+        cli.fail("pass --workdir=W (a train.run workdir) to export, or --model_config=PATH")
     try:
         if FLAGS.workdir is not None:
             path = export_workdir(FLAGS.workdir, FLAGS.export_base, FLAGS.version, FLAGS.serving_precision)
@@ -52,12 +51,10 @@ def main(argv):
             write_text(FLAGS.model_config, text)
             print(f"wrote {FLAGS.model_config}")
     except (ExportError, WorkdirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     except OSError as e:  # disk full, read-only: the version directory appears whole or not at all
-        print(f"error: cannot write {e.filename or FLAGS.export_base} ({e.strerror or e}); free disk space or "
-              f"fix permissions, then rerun the export", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"cannot write {e.filename or FLAGS.export_base} ({e.strerror or e}); free disk space or "
+                 f"fix permissions, then rerun the export")
 
 
 if __name__ == "__main__":

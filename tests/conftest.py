@@ -61,21 +61,39 @@ def run_mirrored_check(*cases):
 
 
 # Tests that start other processes (train.run and friends, the MirroredStrategy
-# and multi-worker checks, fresh serving processes) are marked `slow`, found by
-# the names their code or their fixtures' code call, so that
+# and multi-worker checks, exports verified in a fresh process, serving
+# probes) are marked `slow`, found by the names their code, their fixtures'
+# code and the test modules' helpers they call use, so that
 # `pytest -m "not slow"` is a quick in-process loop.
-SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "subprocess", "Popen"})
+SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "subprocess", "Popen", "export", "export_workdir"})
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _calls_slow(fn):
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return False
+def _names(code):
     names = set(code.co_names)
     for const in code.co_consts:  # nested functions and lambdas
         if hasattr(const, "co_names"):
-            names |= set(const.co_names)
-    return bool(names & SLOW_CALLS)
+            names |= _names(const)
+    return names
+
+
+def _calls_slow(fn, seen=None):
+    """Whether fn's code, or a function of the tests that it calls, uses a SLOW_CALLS name."""
+    code = getattr(fn, "__code__", None)
+    seen = set() if seen is None else seen
+    if code is None or code in seen:
+        return False
+    seen.add(code)
+    names = _names(code)
+    if names & SLOW_CALLS:
+        return True
+    for name in names:  # helpers defined in the test modules
+        helper = getattr(fn, "__globals__", {}).get(name)
+        helper_code = getattr(helper, "__code__", None)
+        if helper_code is not None and os.path.dirname(os.path.abspath(helper_code.co_filename)) == TESTS_DIR:
+            if _calls_slow(helper, seen):
+                return True
+    return False
 
 
 def pytest_collection_modifyitems(config, items):

@@ -65,7 +65,7 @@ def test_a_shape_the_conv_nets_cannot_take_is_a_one_line_error(tmp_path):
                       f"--workdir={tmp_path / 'w'}")
     assert proc.returncode != 0
     assert "conv nets cannot take images of shape (9, 9, 1)" in last_line(proc)
-    assert "use --net=mlp" in last_line(proc)
+    assert "use net=mlp" in last_line(proc)
 
 
 # ---------------------------------------------------------------------------

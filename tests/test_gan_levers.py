@@ -92,7 +92,7 @@ def test_r1_penalty_is_differentiable_in_the_critics_weights():
 def expected_d_loss(model, images, labels, policy=""):
     """d_loss(D(T(x)), D(T(G(z)))) + R1 at T(x), written out from the formulas."""
     cond = model.condition(labels)
-    critic = lambda v: model._logits(v, cond, True)  # noqa: E731
+    critic = lambda v: model._d_logits(v, cond, True)  # noqa: E731
     z = base.replica_normal(len(images), model.latent_dim, SEED)
     fake = model._fake(z, cond, True)
     real = base.to_tanh(images)
@@ -344,7 +344,7 @@ def test_simultaneous_step_differentiates_through_the_augmentation(name):
     real = augment.apply(base.to_tanh(images), policy, fold(SEED, gan.AUG_REAL))
     with tf.GradientTape(persistent=True) as tape:
         fake = augment.apply(model._fake(z, cond, True), policy, fold(SEED, gan.AUG_FAKE))
-        real_logits, fake_logits = model._logits(real, cond, True), model._logits(fake, cond, True)
+        real_logits, fake_logits = model._d_logits(real, cond, True), model._d_logits(fake, cond, True)
         d_loss = tf.reduce_mean(model.d_loss_fn(real_logits, fake_logits, model.config.real_target))
         g_loss = tf.reduce_mean(model.g_loss_fn(fake_logits))
     g_grads = tape.gradient(g_loss, g_vars)
@@ -363,10 +363,10 @@ def test_generator_step_differentiates_through_the_augmentation():
     g_vars = model.generator.trainable_variables
     with tf.GradientTape() as tape:
         fake = augment.apply(model._fake(z, None, True), policy, fold(SEED, gan.AUG_FAKE))
-        loss = tf.reduce_mean(model.g_loss_fn(model._logits(fake, None, True)))
+        loss = tf.reduce_mean(model.g_loss_fn(model._d_logits(fake, None, True)))
     grads = tape.gradient(loss, g_vars)
     with tf.GradientTape() as tape:  # the same step without the augmentation
-        plain = tf.reduce_mean(model.g_loss_fn(model._logits(model._fake(z, None, True), None, True)))
+        plain = tf.reduce_mean(model.g_loss_fn(model._d_logits(model._fake(z, None, True), None, True)))
     plain_grads = tape.gradient(plain, g_vars)
     expected = [v.numpy() - 0.1 * g.numpy() for v, g in zip(g_vars, grads)]
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads, plain_grads)) > 1e-5

@@ -110,7 +110,7 @@ def test_ae_generates_from_the_gaussian_of_its_codes(digits):
 def test_unknown_option_and_bad_shape_are_clear_errors():
     with pytest.raises(ValueError, match="valid options: latent_dim"):
         zoo.build("vae", image_shape=(28, 28, 1), latent_dims=3)
-    with pytest.raises(ValueError, match="use --net=mlp"):
+    with pytest.raises(ValueError, match="use net=mlp"):
         zoo.build("vae", image_shape=(27, 27, 1), net="conv")
     with pytest.raises(ValueError, match="valid models"):
         zoo.build("vea")

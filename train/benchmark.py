@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from train import cli  # noqa: E402
 from train import precision  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -127,8 +128,7 @@ def bench_script(name, reference=None):
     else:
         path = os.path.join(os.path.dirname(ROOT), "shared", "bench", name)
     if not os.path.exists(path):
-        print(f"error: no reference at {path}; pass --reference=PATH", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"no reference at {path}; pass --reference=PATH")
     return path
 
 

@@ -23,7 +23,6 @@ better.
 import contextlib
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402,F401  (registers the model classes for load_model)
+from train import cli  # noqa: E402
 from train import data  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 from zoo import metrics, samplers  # noqa: E402
@@ -201,8 +201,8 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
 
 
 def _encoder_figures(model, dataset, cache_dir):
-    train_codes = model.training_codes(dataset.train_images, dataset.train_labels)
-    test_codes = model.training_codes(dataset.test_images, dataset.test_labels)
+    train_codes = model.encode_all(dataset.train_images, dataset.train_labels)
+    test_codes = model.encode_all(dataset.test_images, dataset.test_labels)
     recon = _batched(lambda a, b: model.reconstruct(a, labels=b), dataset.test_images, dataset.test_labels)
     return {
         "linear_probe_accuracy": metrics.linear_probe_accuracy(
@@ -303,8 +303,7 @@ def main(argv):
         result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed, FLAGS.sampler,
                                   FLAGS.weights)
     except EvaluationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     print(json.dumps(result))
 
 

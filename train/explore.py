@@ -36,7 +36,6 @@
 import json
 import math
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,6 +46,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 import zoo  # noqa: E402  (registers the model classes for load_model)
+from train import cli  # noqa: E402
 from train import callbacks, evaluate  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
@@ -164,7 +164,7 @@ def interpolation_rows(model, dataset, pairs=4, steps=10, seed=0):
         x, y = dataset.test_images, dataset.test_labels
         chosen = pick_pairs(y, pairs, seed)
         for a, b in chosen:
-            z_a, z_b = model.training_codes(x[[a, b]], y[[a, b]])
+            z_a, z_b = model.encode_all(x[[a, b]], y[[a, b]])
             codes.append((z_a, z_b))
             labels = np.full(steps, y[a], np.int32)  # the CVAE draws x_a's class all along
             for path in (lerp, slerp):
@@ -225,7 +225,7 @@ def arithmetic_rows(model, dataset, triples):
     x, y = dataset.test_images, dataset.test_labels
     dec, rows = decoder(model), []
     for a, b, c in triples:
-        z_a, z_b, z_c = model.training_codes(x[[a, b, c]], y[[a, b, c]])
+        z_a, z_b, z_c = model.encode_all(x[[a, b, c]], y[[a, b, c]])
         rows += [x[[a, b, c]], dec((z_a - z_b + z_c)[None], y[[c]])]
     return np.concatenate(rows)
 
@@ -234,7 +234,7 @@ def class_mean_rows(model, dataset):
     """(images, columns): per class, c (its median-ink test image) then
     decode(z_c - m_{y_c} + m_k) for every class k, m_k the mean test code of class k."""
     x, y = dataset.test_images, dataset.test_labels
-    codes = model.training_codes(x, y)
+    codes = model.encode_all(x, y)
     classes = np.unique(y)
     means = np.stack([codes[y == k].mean(0) for k in classes])
     dec, rows = decoder(model), []
@@ -463,16 +463,13 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}; options are --name=value", file=sys.stderr)
-        sys.exit(2)
+    cli.no_positional_arguments(argv)
     modes = [m for m in ("interpolate", "arithmetic", "theory") if FLAGS[m].value]
     try:
         written, figures = run(FLAGS.workdir, modes, FLAGS.out, FLAGS.pairs, FLAGS.steps, FLAGS.triples,
                                FLAGS.theory_steps, FLAGS.seed)
     except (ExploreError, evaluate.EvaluationError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     for path, note in written:
         print(f"wrote {path}: {note}")
     if figures is not None:

@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 import zoo  # noqa: E402
+from train import cli  # noqa: E402
 from train import evaluate, precision  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
@@ -450,8 +451,7 @@ def main(argv):
         minutes_for = parse_budget(FLAGS.budget, FLAGS.minutes)
         extra = shlex.split(FLAGS.extra_args)
     except (ReportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     os.makedirs(FLAGS.runs_dir, exist_ok=True)
     previous = previous_rows(FLAGS.out) if FLAGS.keep else []
     new = []

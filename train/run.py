@@ -20,6 +20,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from train import cli  # noqa: E402
 from train import callbacks, data, distribute, precision  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
@@ -85,8 +86,7 @@ def parse_flags(argv):
         return FLAGS(argv)
     except flags.Error as e:
         valid = sorted(n for n in FLAGS if not n.startswith("help") and len(n) > 1)
-        print(f"error: {e}; valid options: --{', --'.join(valid)}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"{e}; valid options: --{', --'.join(valid)}")
 
 
 def resolve(flag_values=None):
@@ -244,14 +244,20 @@ def train(
     policy = precision.apply(mixed_precision)
     writer = distribute.is_chief(strategy)
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
+    config = {
+        **config,
+        "image_shape": list(dataset.image_shape),
+        "num_classes": dataset.num_classes,
+        "dtype_policy": policy,
+    }
+    run = Run(workdir, out_dir, writer, strategy, dataset, config, steps_per_epoch, export_base,
+              keep_checkpoints, verbose, clock, restart)
     try:
         if not writer:
-            return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
-                          export_base, keep_checkpoints, verbose, clock, restart)
+            return _train(run)
         os.makedirs(out_dir, exist_ok=True)
         with workdirs.Lock(out_dir):  # held for the run; the kernel drops it if the process dies
-            return _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch,
-                          export_base, keep_checkpoints, verbose, clock, restart)
+            return _train(run)
     finally:
         if not writer:
             distribute.remove_scratch(out_dir)
@@ -304,144 +310,190 @@ def _restore(checkpoint, manager, checkpoint_dir, writer):
     return None
 
 
-def _train(workdir, out_dir, writer, strategy, dataset, policy, config, steps_per_epoch, export_base,
-           keep_checkpoints, verbose, clock, restart=False):
-    """train() once the strategy and the data are there; `out_dir` is the workdir
-    on the chief and a scratch directory on the other workers."""
-    os.makedirs(out_dir, exist_ok=True)
-    config = {
-        **config,
-        "image_shape": list(dataset.image_shape),
-        "num_classes": dataset.num_classes,
-        "dtype_policy": policy,
-    }
-    training = config["training"]
-    if training["batch_size"] % strategy.num_replicas_in_sync:
+@dataclasses.dataclass
+class Run:
+    """What the pieces of a training run share once the strategy and the data
+    are there; `out_dir` is the workdir on the chief and a scratch directory on
+    the other workers (`writer` is False there)."""
+
+    workdir: str
+    out_dir: str
+    writer: bool
+    strategy: object
+    dataset: object
+    config: dict
+    steps_per_epoch: int = None
+    export_base: str = None
+    keep_checkpoints: int = 3
+    verbose: int = 1
+    clock: object = None
+    restart: bool = False
+
+
+def _train(run):
+    """train() once the strategy and the data are there: build, restore, fit, finish."""
+    os.makedirs(run.out_dir, exist_ok=True)
+    model, rows = _build(run)
+    checkpoint, manager, epoch, step = _restore_state(run, model)
+    steps_per_epoch = run.steps_per_epoch or len(run.dataset.train_images) // rows
+    guard, grid, cbs = _callbacks(run, model, manager, epoch, step, steps_per_epoch)
+    _fit(run, model, rows, steps_per_epoch, epoch, step, guard, cbs)
+    if guard.terminated:
+        raise callbacks.Terminated(
+            f"stopped by SIGTERM at step {guard.step} (epoch {int(epoch.numpy()) + 1}) after saving "
+            f"{manager.latest_checkpoint}; rerun the same command to resume"
+        )
+    if run.writer:
+        _finish(run, model, int(epoch.numpy()), grid)
+    return model
+
+
+def _build(run):
+    """(the compiled model, rows of data per train step), or RunError for
+    options that cannot build or batch it."""
+    training = run.config["training"]
+    replicas = run.strategy.num_replicas_in_sync
+    if training["batch_size"] % replicas:
         raise RunError(
             f"--batch_size={training['batch_size']} (the global batch) does not split evenly over the "
-            f"{strategy.num_replicas_in_sync} replicas that train it; use a multiple of {strategy.num_replicas_in_sync}"
+            f"{replicas} replicas that train it; use a multiple of {replicas}"
         )
-    with strategy.scope():
+    with run.strategy.scope():
         try:
-            model = build_model(config, dataset.image_shape, dataset.num_classes)
+            model = build_model(run.config, run.dataset.image_shape, run.dataset.num_classes)
         except ValueError as e:
             raise RunError(str(e)) from None
     # A train step takes real_batches_per_step minibatches (GANs: one per D update).
     rows = training["batch_size"] * model.real_batches_per_step
-    if rows > len(dataset.train_images):
+    if rows > len(run.dataset.train_images):
         raise RunError(
-            f"--batch_size={training['batch_size']}: a {config['model']} train step takes "
-            f"{model.real_batches_per_step} minibatches ({rows} rows), more than the {len(dataset.train_images)} "
-            f"train images; use a smaller --batch_size"
+            f"--batch_size={training['batch_size']}: a {run.config['model']} train step takes "
+            f"{model.real_batches_per_step} minibatches ({rows} rows), more than the "
+            f"{len(run.dataset.train_images)} train images; use a smaller --batch_size"
         )
-    with strategy.scope():
+    with run.strategy.scope():
         model.compile(**model.compile_defaults(training["learning_rate"]))
+    return model, rows
+
+
+def _restore_state(run, model):
+    """(checkpoint, manager, epoch, step): the run's checkpointed state,
+    restored from the newest checkpoint that restores; the chief then writes
+    config.json and repairs the history to the restored epoch."""
+    with run.strategy.scope():
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         optimizers = {f"optimizer_{i}": opt for i, opt in enumerate(model.optimizer_list())}
         checkpoint = tf.train.Checkpoint(model=model, epoch=epoch, step=step, **optimizers)
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=keep_checkpoints
+        checkpoint, os.path.join(run.out_dir, "checkpoints"), max_to_keep=run.keep_checkpoints
     )
     # Non-chief workers save into their scratch directory but resume from the chief's checkpoints.
-    checkpoint_dir = os.path.join(out_dir if writer else workdir, "checkpoints")
-    if writer:
+    checkpoint_dir = os.path.join(run.out_dir if run.writer else run.workdir, "checkpoints")
+    if run.writer:
         workdirs.remove_leftovers(checkpoint_dir)  # the lock is held: no save of ours is in progress
-    latest = _restore(checkpoint, manager, checkpoint_dir, writer)
+    latest = _restore(checkpoint, manager, checkpoint_dir, run.writer)
     if latest:
         logging.warning("resumed from %s at epoch %d", latest, int(epoch.numpy()))
-    elif writer and workdirs.trained_without_checkpoint(out_dir):
-        if not restart:
+    elif run.writer and workdirs.trained_without_checkpoint(run.out_dir):
+        if not run.restart:
             raise RunError(
-                f"{workdir} has a history of {workdirs.history_epochs(out_dir)} epochs but no checkpoint to "
-                f"resume from; rerun with --restart to train from scratch (the old history is kept), "
+                f"{run.workdir} has a history of {workdirs.history_epochs(run.out_dir)} epochs but no checkpoint "
+                f"to resume from; rerun with --restart to train from scratch (the old history is kept), "
                 f"or use a new --workdir"
             )
-        logging.warning("--restart: the old history is now %s", workdirs.set_history_aside(out_dir))
-    if writer:  # only once the options built a model and any checkpoint restored
-        write_json(os.path.join(out_dir, "config.json"), config)
-        workdirs.repair_history(out_dir, int(epoch.numpy()))
+        logging.warning("--restart: the old history is now %s", workdirs.set_history_aside(run.out_dir))
+    if run.writer:  # only once the options built a model and any checkpoint restored
+        write_json(os.path.join(run.out_dir, "config.json"), run.config)
+        workdirs.repair_history(run.out_dir, int(epoch.numpy()))
     try:
-        distribute.check_agree(strategy, epoch=int(epoch.numpy()), step=int(step.numpy()))
+        distribute.check_agree(run.strategy, epoch=int(epoch.numpy()), step=int(step.numpy()))
     except ValueError as e:
         raise RunError(str(e)) from None
+    return checkpoint, manager, epoch, step
 
+
+def _callbacks(run, model, manager, epoch, step, steps_per_epoch):
+    """(the checkpoint guard, the sample grid, every callback of fit, in order)."""
+    guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch,
+                                 any_worker=distribute.any_worker(run.strategy))
+    grid = callbacks.SampleGrid(
+        os.path.join(run.out_dir, "samples"),
+        model.sample_inputs(64, seed=run.config["seed"]),
+        tensorboard_dir=os.path.join(run.out_dir, "tensorboard", "samples"),
+        write=run.writer,
+    )
+    cbs = [run.clock] if run.clock is not None else []  # first: it adds minutes and fcd to the epoch's logs
+    if run.writer:  # the row before its checkpoint (callbacks.History)
+        cbs.append(callbacks.History(run.out_dir, guard))
+    cbs += [guard, grid]
+    if run.writer:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(run.out_dir, "tensorboard"), write_graph=False))
+    return guard, grid, cbs
+
+
+def _fit(run, model, rows, steps_per_epoch, epoch, step, guard, cbs):
+    """Trains from the restored (epoch, step) to the configured epochs: first
+    the rest of an interrupted epoch, then whole epochs; stops early on SIGTERM
+    (after a checkpoint) or when the clock's minutes are up."""
+    epochs = run.config["training"]["epochs"]
     initial_epoch = int(epoch.numpy())
-    steps_per_epoch = steps_per_epoch or len(dataset.train_images) // rows
     done = int(step.numpy()) - initial_epoch * steps_per_epoch  # batches of this epoch already trained
     if not 0 <= done < steps_per_epoch:
         raise RunError(
             f"the checkpoint is at step {int(step.numpy())}, which epoch {initial_epoch + 1} of "
             f"{steps_per_epoch} steps cannot hold; rerun with the --steps_per_epoch and --batch_size of the run"
         )
-    guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch, any_worker=distribute.any_worker(strategy))
-    grid = callbacks.SampleGrid(
-        os.path.join(out_dir, "samples"),
-        model.sample_inputs(64, seed=config["seed"]),
-        tensorboard_dir=os.path.join(out_dir, "tensorboard", "samples"),
-        write=writer,
-    )
-    cbs = [clock] if clock is not None else []  # first: it adds minutes and fcd to the epoch's logs
-    if writer:  # the row before its checkpoint (callbacks.History)
-        cbs.append(callbacks.History(out_dir, guard))
-    cbs += [guard, grid]
-    if writer:
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False))
 
     def fit(first_epoch, last_epoch, start_step, steps):
         ds = distribute.shard_by_data(data.training_pipeline(
-            dataset.train_images, dataset.train_labels, rows,
-            seed=config["seed"], start_step=start_step,
+            run.dataset.train_images, run.dataset.train_labels, rows,
+            seed=run.config["seed"], start_step=start_step,
             end_step=start_step + steps + (last_epoch - first_epoch - 1) * steps_per_epoch,
         ))
         model.fit(ds, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  callbacks=cbs, verbose=verbose)
+                  callbacks=cbs, verbose=run.verbose)
 
     previous = signal.signal(signal.SIGTERM, guard.terminate)
     try:
-        if done and initial_epoch < training["epochs"]:  # finish the interrupted epoch first
+        if done and initial_epoch < epochs:  # finish the interrupted epoch first
             fit(initial_epoch, initial_epoch + 1, int(step.numpy()), steps_per_epoch - done)
             initial_epoch += 1
-        out_of_time = clock is not None and clock.out_of_time()
-        if initial_epoch < training["epochs"] and not guard.terminated and not out_of_time:
-            fit(initial_epoch, training["epochs"], initial_epoch * steps_per_epoch, steps_per_epoch)
+        out_of_time = run.clock is not None and run.clock.out_of_time()
+        if initial_epoch < epochs and not guard.terminated and not out_of_time:
+            fit(initial_epoch, epochs, initial_epoch * steps_per_epoch, steps_per_epoch)
         elif not guard.terminated and not out_of_time:
-            logging.warning("%s is already trained for %d epochs", workdir, initial_epoch)
+            logging.warning("%s is already trained for %d epochs", run.workdir, initial_epoch)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if guard.terminated:
-        raise callbacks.Terminated(
-            f"stopped by SIGTERM at step {guard.step} (epoch {int(epoch.numpy()) + 1}) after saving "
-            f"{manager.latest_checkpoint}; rerun the same command to resume"
-        )
 
-    if writer:
-        if model.can("fitted_sampler"):
-            error = model.try_fit_sampler(dataset.train_images, dataset.train_labels)
-            if error:  # e.g. collapsed codes: keep the trained model; generate falls back to the prior
-                logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior", error)
-            elif int(epoch.numpy()):  # the last grid drew from the sampler before this fit: show what generate gives
-                grid.set_model(model)  # (fit, which sets it, does not run when the run was already trained)
-                grid.on_epoch_end(int(epoch.numpy()) - 1)
-        keras_path = os.path.join(out_dir, "model.keras")
-        with workdirs.atomic_path(keras_path, ".keras") as tmp:
-            model.save(tmp)
-        if export_base:
-            from export.saved_model import ExportError, export
 
-            try:
-                path = export(model, export_base, config["model"])
-            except ExportError as e:
-                raise RunError(f"trained and saved {keras_path}, but {e}; export it with export.run") from None
-            print(f"exported {path}")
-    return model
+def _finish(run, model, epochs_done, grid):
+    """On the chief after training: fits the latent samplers, saves model.keras
+    and exports the SavedModel when asked."""
+    if model.can("fitted_sampler"):
+        error = model.try_fit_sampler(run.dataset.train_images, run.dataset.train_labels)
+        if error:  # e.g. collapsed codes: keep the trained model; generate falls back to the prior
+            logging.warning("could not fit the latent samplers to the codes (%s); generate uses the prior", error)
+        elif epochs_done:  # the last grid drew from the sampler before this fit: show what generate gives
+            grid.set_model(model)  # (fit, which sets it, does not run when the run was already trained)
+            grid.on_epoch_end(epochs_done - 1)
+    keras_path = os.path.join(run.out_dir, "model.keras")
+    with workdirs.atomic_path(keras_path, ".keras") as tmp:
+        model.save(tmp)
+    if run.export_base:
+        from export.saved_model import ExportError, export
+
+        try:
+            path = export(model, run.export_base, run.config["model"])
+        except ExportError as e:
+            raise RunError(f"trained and saved {keras_path}, but {e}; export it with export.run") from None
+        print(f"exported {path}")
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's own INFO lines drown the progress bar
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}; options are --name=value", file=sys.stderr)
-        sys.exit(2)
+    cli.no_positional_arguments(argv)
     try:
         workdir, config = resolve()
         train(
@@ -460,17 +512,15 @@ def main(argv):
             restart=FLAGS.restart,
         )
     except (RunError, callbacks.NonFiniteLoss, callbacks.WriteError, workdirs.WorkdirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     except OSError as e:
         # disk full, a read-only or vanished directory: checkpoints and history are
         # written atomically, so the last good ones are intact
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
         where = getattr(e, "filename", None)
-        print(f"error: cannot write{' ' + where if where else ''} ({type(e).__name__}: {reason}); "
-              f"free disk space or fix permissions, then rerun the same command to resume from the last "
-              f"checkpoint", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"cannot write{' ' + where if where else ''} ({type(e).__name__}: {reason}); "
+                 f"free disk space or fix permissions, then rerun the same command to resume from the last "
+                 f"checkpoint")
     except callbacks.Terminated as e:
         print(str(e), file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)

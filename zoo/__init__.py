@@ -13,14 +13,26 @@ from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
 
 
-def build(name, image_shape=(28, 28, 1), num_classes=10, **config):
-    """A new model `name` for images of `image_shape`, with `config` overriding
-    the defaults of the model's Config."""
+def build(name: str, image_shape=(28, 28, 1), num_classes: int = 10, **config):
+    """A new, untrained model of the zoo.
+
+    Args:
+      name: a registered model name (zoo.names()).
+      image_shape: (height, width, channels) of the images, in [0, 1].
+      num_classes: number of labels (conditional models need >= 2).
+      **config: options overriding the defaults of the model's Config
+        (zoo.default_config(name)), e.g. latent_dim=16.
+
+    Returns:
+      The keras.Model subclass instance, built (its weights exist).
+
+    Raises:
+      ValueError: an unknown name, option or option value (one line, naming the valid ones)."""
     return get(name)(image_shape=image_shape, num_classes=num_classes, **config)
 
 
-def default_config(name):
-    """The model's options and their default values."""
+def default_config(name: str) -> dict:
+    """The model's options and their default values, {option: value}."""
     return dataclasses.asdict(get(name).Config())
 
 

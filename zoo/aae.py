@@ -184,7 +184,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         codes = self.averaged_call("encoder", x, training=training) if averaged else self.encoder(x, training=training)
         return tf.cast(codes, tf.float32)
 
-    def _logits(self, z, training=False, averaged=False):
+    def _decoder_logits(self, z, training=False, averaged=False):
         """P(z)'s logits; averaged: with P's moving average (zoo.ema), for inference."""
         z = tf.convert_to_tensor(z, tf.float32)
         logits = self.averaged_call("decoder", z, training=training) if averaged else self.decoder(z, training=training)
@@ -194,7 +194,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         return self._codes(images, averaged=True)
 
     def decode(self, z, labels=None):
-        return distributions.likelihood_mean(self._logits(z, averaged=True))
+        return distributions.likelihood_mean(self._decoder_logits(z, averaged=True))
 
     def reconstruct(self, images, labels=None):
         return self.decode(self.encode(images))
@@ -218,7 +218,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     # -- losses ---------------------------------------------------------------
     def reconstruction_loss(self, images, training=False):
         """Per-image summed sigmoid cross-entropy of P(Q(x)) against x (nats)."""
-        return distributions.bernoulli_nll(images, self._logits(self._codes(images, training), training))
+        return distributions.bernoulli_nll(images, self._decoder_logits(self._codes(images, training), training))
 
     def discriminator_loss(self, images, labels, seed, training=False):
         """(per-example d_loss, D(prior), D(code)) with codes held fixed."""
@@ -293,7 +293,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         for D and for Q's generator update, lr = learning_rate or 1e-3. (On
         mnist5k one rate for all three collapses the codes: Q's generator
         update outruns the reconstruction.)"""
-        lr = learning_rate or self.training_defaults["learning_rate"]
+        lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
         return {
             "ae_optimizer": keras.optimizers.Adam(lr),
             "d_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),

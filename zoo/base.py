@@ -14,7 +14,7 @@ KERAS_KWARGS = ("name", "trainable", "dtype")
 
 # The capabilities a model class can declare, and the methods each promises:
 CAPABILITIES = {
-    "encoder": "encode(images, labels) -> codes [B, J], training_codes, reconstruct",
+    "encoder": "encode(images, labels) -> codes [B, J], encode_all, reconstruct",
     "decoder": "decode(z, labels) -> images in [0, 1]",
     "fitted_sampler": "fit_sampler / try_fit_sampler: generate from a distribution fitted to the training codes",
     "likelihood": "elbo_terms and iwae_bound: bounds on log p(x) (log p(x | y) if conditional)",
@@ -386,8 +386,21 @@ class ZooModel(keras.Model):
 
     def compile_defaults(self, learning_rate=None):
         """Keyword arguments for compile() that train.run uses."""
-        lr = learning_rate or self.training_defaults["learning_rate"]
+        lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
         return {"optimizer": keras.optimizers.Adam(lr)}
+
+    def train_steps_taken(self):
+        """Train steps taken so far, from the step optimizer's iterations (a model
+        whose step updates it several times divides)."""
+        return self.optimizer.iterations
+
+    # One optimizer, Keras' own, for every trainable variable; models with
+    # several (base.MultiOptimizer) declare their names and variables.
+    optimizer_names = ("optimizer",)
+
+    def optimizer_variables(self):
+        """{optimizer name: the variables it updates}."""
+        return {"optimizer": self.trainable_variables}
 
     def optimizer_list(self):
         """Every optimizer this model steps (checkpointed by train.run)."""

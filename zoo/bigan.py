@@ -191,7 +191,7 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
     def compile_defaults(self, learning_rate=None):
         """Adam(lr, beta_1=0.5) for D and for (G, E), lr = learning_rate or 2e-4
         (Donahue et al.)."""
-        lr = learning_rate or self.training_defaults["learning_rate"]
+        lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
         return {
             "d_optimizer": keras.optimizers.Adam(lr, beta_1=0.5),
             "ge_optimizer": keras.optimizers.Adam(lr, beta_1=0.5),

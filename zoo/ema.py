@@ -103,11 +103,11 @@ class Averaging:
 
     def update_ema(self):
         """w_ema <- d_t * w_ema + (1 - d_t) * w for every averaged weight, t the
-        step optimizer's iterations; call it after a step's updates (a no-op
-        when ema_decay = 0)."""
+        train steps taken (train_steps_taken); call it after a step's updates
+        (a no-op when ema_decay = 0)."""
         if not self.config.ema_decay:
             return
-        decay = self.ema_decay_at(self.optimizer.iterations)
+        decay = self.ema_decay_at(self.train_steps_taken())
         for name in self.ema_networks:
             for w, w_ema in self.ema_pairs(name):
                 w_ema.assign(decay * w_ema.value + (1.0 - decay) * tf.cast(w.value, w_ema.dtype))

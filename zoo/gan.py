@@ -158,7 +158,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     Config = GANConfig
     tracked = ("d_loss", "g_loss", "d_real", "d_fake")
     optimizer_names = ("d_optimizer", "g_optimizer")
-    step_optimizer = "g_optimizer"  # model.optimizer: its iterations count train steps
+    step_optimizer = "g_optimizer"  # model.optimizer: its iterations count G updates (g_steps per train step)
     # The epochs that fit 5 minutes of training on a 2-core CPU without
     # bfloat16 units (README, "Quality from real runs").
     training_defaults = {"epochs": 140, "batch_size": 64, "learning_rate": LEARNING_RATE}
@@ -239,7 +239,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             return self.averaged_call("generator", z, training=training)
         return self.generator(z, training=training)
 
-    def _logits(self, x, cond, training):
+    def _d_logits(self, x, cond, training):
         """D's logits [B] of x in [-1, 1]."""
         logits = self.discriminator([x, cond] if cond is not None else x, training=training)
         return tf.reshape(tf.cast(logits, tf.float32), [-1])
@@ -255,7 +255,15 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
 
     # -- what the model can do -----------------------------------------------
     def generate(self, n_or_z, labels=None, seed=None):
-        """Images (G(z) + 1) / 2 in [0, 1] from z ~ N(0, I): `n` new draws, or the given z."""
+        """Images (G(z) + 1) / 2 from z ~ N(0, I), with G's moving average when ema_decay > 0.
+
+        Args:
+          n_or_z: a count n (z drawn now), or z [B, latent_dim] as given.
+          labels: cgan: [B] ints, or one int for every row.
+          seed: the draw's seed when n_or_z is a count.
+
+        Returns:
+          Images [B, H, W, C], float32 in [0, 1]."""
         z = self.noise(n_or_z, seed)
         cond = None
         if self.conditional:
@@ -266,7 +274,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         """D(x) = sigmoid(logit) [B] for images in [0, 1] (CGAN: D(x | y))."""
         images = tf.convert_to_tensor(images, tf.float32)
         cond = self.condition(labels)
-        return tf.sigmoid(self._logits(base.to_tanh(images), cond, training=False))
+        return tf.sigmoid(self._d_logits(base.to_tanh(images), cond, training=False))
 
     def call(self, inputs, training=False):
         """z -> generated images in [0, 1]; the CGAN takes (z, labels)."""
@@ -286,8 +294,8 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         if z is None:
             z = base.replica_normal(tf.shape(images)[0], self.latent_dim, seed)
         fake = self._fake(z, cond, training)
-        real_logits = self._logits(base.to_tanh(images), cond, training)
-        fake_logits = self._logits(fake, cond, training)
+        real_logits = self._d_logits(base.to_tanh(images), cond, training)
+        fake_logits = self._d_logits(fake, cond, training)
         return {
             "d_loss": self.d_loss_fn(real_logits, fake_logits, self.config.real_target),
             "g_loss": self.g_loss_fn(fake_logits),
@@ -316,7 +324,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             # this equals two passes; it is faster).
             both = tf.concat([real, fake], axis=0)
             both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
-            real_logits, fake_logits = tf.split(self._logits(both, both_cond, True), 2)
+            real_logits, fake_logits = tf.split(self._d_logits(both, both_cond, True), 2)
             return self._d_loss(real_logits, fake_logits, real, fake, cond, seed), real_logits, fake_logits
 
         per_example, real_logits, fake_logits = base.minimize(
@@ -339,7 +347,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         z = base.replica_normal(batch_size, self.latent_dim, seed)
         return base.minimize(
             self.g_optimizer, self.optimizer_variables()["g_optimizer"],
-            lambda: self.g_loss_fn(self._logits(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)),
+            lambda: self.g_loss_fn(self._d_logits(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)),
         )
 
     def _d_loss(self, real_logits, fake_logits, real, fake, cond, seed):
@@ -351,10 +359,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         if losses.has_gradient_penalty(self.config.loss):
             mix_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, GP_MIX))
             per_example += losses.gradient_penalty(
-                lambda x: self._logits(x, cond, True), real, fake, mix_seed, weight=self.config.gp_weight
+                lambda x: self._d_logits(x, cond, True), real, fake, mix_seed, weight=self.config.gp_weight
             )
         if self.config.r1_weight:
-            per_example += losses.r1_penalty(lambda x: self._logits(x, cond, True), real, self.config.r1_weight)
+            per_example += losses.r1_penalty(lambda x: self._d_logits(x, cond, True), real, self.config.r1_weight)
         return per_example
 
     def simultaneous_step(self, images, labels=None, seed=None):
@@ -377,8 +385,8 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             fake = self._augment(self._fake(z, cond, training=True), seed, AUG_FAKE)
             # Two D passes, not one over the concatenation: G's gradient then
             # flows back through the fake half only.
-            real_logits = self._logits(real, cond, True)
-            fake_logits = self._logits(fake, cond, True)
+            real_logits = self._d_logits(real, cond, True)
+            fake_logits = self._d_logits(fake, cond, True)
             with g_tape.stop_recording():  # G's loss never reads D's (or its penalties' second-order graph)
                 d_per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
                 d_loss = self.d_optimizer.scale_loss(base.global_mean(d_per_example))
@@ -399,6 +407,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     def real_batches_per_step(self):
         return int(self.config.d_steps)
 
+    def train_steps_taken(self):
+        """g_optimizer.iterations / g_steps: G steps g_steps times per train step."""
+        return self.g_optimizer.iterations // int(self.config.g_steps)
+
     def train_step(self, data):
         """Algorithm 1: d_steps = k D updates, each on its own minibatch of data
         (row i of the batch goes to update i mod k) and fresh noise (seeded by
@@ -412,9 +424,10 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             self.require_labels(labels)
         k = int(self.config.d_steps)
         # Strided, not blocks: under MirroredStrategy each replica holds one
-        # contiguous block of the global batch, and the rows i mod k of every
-        # block together are the rows i mod k of the global batch, so update t
-        # sees the same data as on one device.
+        # contiguous block of the global batch, and when N replicas divide the
+        # minibatch m (train.run checks it), so that each block of k m / N rows
+        # is a multiple of k, the rows i mod k of every block together are the
+        # rows i mod k of the global batch: update t sees one device's data.
         minibatches = [(images[t::k], labels[t::k] if labels is not None else None) for t in range(k)]
         simultaneous = self.config.update == "simultaneous"
         d_start = tf.cast(self.d_optimizer.iterations, tf.int64)

@@ -15,7 +15,16 @@ def minimax_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     """-[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z))).
 
     With t = 1 this is minus the value V(G, D) = E log D(x) + E log(1 - D(G(z)))
-    of Goodfellow et al.; t < 1 is one-sided label smoothing."""
+    of Goodfellow et al.; t < 1 is one-sided label smoothing (Salimans et al.
+    2016), which moves the optimal D to t p_data / (p_data + p_g).
+
+    Args:
+      real_logits: D's logits of real images, [B] or [B, 1].
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+      real_target: t, D's target for real images (1: none; < 1: one-sided smoothing).
+
+    Returns:
+      The discriminator's loss per example, float32 [B]."""
     real = tf.nn.sigmoid_cross_entropy_with_logits(
         labels=tf.fill(tf.shape(_flat(real_logits)), real_target), logits=_flat(real_logits)
     )
@@ -25,35 +34,75 @@ def minimax_discriminator_loss(real_logits, fake_logits, real_target=1.0):
 
 def minimax_generator_loss(fake_logits):
     """log(1 - D(G(z))): the generator's side of the minimax game (saturates
-    when D rejects the fakes confidently)."""
+    when D rejects the fakes confidently; Goodfellow et al. 2014).
+
+    Args:
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+
+    Returns:
+      The generator's loss per example, float32 [B]."""
     return -tf.nn.softplus(_flat(fake_logits))
 
 
 def non_saturating_generator_loss(fake_logits):
     """-log D(G(z)): same fixed point as the minimax loss, strong gradients
-    early in training (Goodfellow et al., section 3)."""
+    early in training (Goodfellow et al. 2014, section 3).
+
+    Args:
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+
+    Returns:
+      The generator's loss per example, float32 [B]."""
     return tf.nn.softplus(-_flat(fake_logits))  # -log sigmoid(l) = softplus(-l)
 
 
 def least_squares_discriminator_loss(real_logits, fake_logits, real_target=1.0):
-    """1/2 (D(x) - t)^2 + 1/2 D(G(z))^2 on the raw outputs (LSGAN, Mao et al. 2017)."""
+    """1/2 (D(x) - t)^2 + 1/2 D(G(z))^2 on the raw outputs (LSGAN, Mao et al. 2017).
+
+    Args:
+      real_logits: D's logits of real images, [B] or [B, 1].
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+      real_target: t, D's target for real images (1: none; < 1: one-sided smoothing).
+
+    Returns:
+      The discriminator's loss per example, float32 [B]."""
     return 0.5 * tf.square(_flat(real_logits) - real_target) + 0.5 * tf.square(_flat(fake_logits))
 
 
 def least_squares_generator_loss(fake_logits):
-    """1/2 (D(G(z)) - 1)^2 (LSGAN)."""
+    """1/2 (D(G(z)) - 1)^2 (LSGAN, Mao et al. 2017).
+
+    Args:
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+
+    Returns:
+      The generator's loss per example, float32 [B]."""
     return 0.5 * tf.square(_flat(fake_logits) - 1.0)
 
 
 def wasserstein_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     """D(G(z)) - D(x): the critic's side of the Wasserstein-1 dual (Arjovsky et
     al. 2017); add `gradient_penalty` to keep the critic 1-Lipschitz. real_target
-    is ignored (no labels to smooth)."""
+    is ignored (no labels to smooth).
+
+    Args:
+      real_logits: D's logits of real images, [B] or [B, 1].
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+      real_target: ignored (for the same signature as the other losses).
+
+    Returns:
+      The discriminator's loss per example, float32 [B]."""
     return _flat(fake_logits) - _flat(real_logits)
 
 
 def wasserstein_generator_loss(fake_logits):
-    """-D(G(z))."""
+    """-D(G(z)): the generator's side of the Wasserstein-1 dual (Arjovsky et al. 2017).
+
+    Args:
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+
+    Returns:
+      The generator's loss per example, float32 [B]."""
     return -_flat(fake_logits)
 
 
@@ -61,19 +110,41 @@ def hinge_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) on the raw outputs: the hinge
     loss of the geometric GAN (Lim and Ye 2017), used with spectral
     normalisation by Miyato et al. 2018. real_target is ignored (the margin
-    plays the part of the labels)."""
+    plays the part of the labels).
+
+    Args:
+      real_logits: D's logits of real images, [B] or [B, 1].
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+      real_target: ignored (for the same signature as the other losses).
+
+    Returns:
+      The discriminator's loss per example, float32 [B]."""
     return tf.nn.relu(1.0 - _flat(real_logits)) + tf.nn.relu(1.0 + _flat(fake_logits))
 
 
 def hinge_generator_loss(fake_logits):
-    """-D(G(z)) (Lim and Ye 2017; Miyato et al. 2018)."""
+    """-D(G(z)) (Lim and Ye 2017; Miyato et al. 2018).
+
+    Args:
+      fake_logits: D's logits of generated images, [B] or [B, 1].
+
+    Returns:
+      The generator's loss per example, float32 [B]."""
     return -_flat(fake_logits)
 
 
 def gradient_penalty(critic, real, fake, seed, weight=10.0):
     """weight * (||grad_x' D(x')||_2 - 1)^2 per example, x' = u x + (1 - u) G(z),
-    u ~ U(0, 1) per example (WGAN-GP, Gulrajani et al. 2017). `critic` maps a
-    batch of inputs to logits."""
+    u ~ U(0, 1) per example (WGAN-GP, Gulrajani et al. 2017).
+
+    Args:
+      critic: maps a batch of inputs to logits.
+      real, fake: batches of the critic's inputs, [B, ...] each.
+      seed: a stateless seed [2] for u.
+      weight: lambda, 10 in the paper.
+
+    Returns:
+      The penalty per example, float32 [B], differentiable in the critic's weights."""
     shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], 0)
     u = tf.random.stateless_uniform(shape, seed)
     mixed = u * real + (1.0 - u) * fake

@@ -23,7 +23,7 @@ def downsamplings(image_shape, max_steps=3):
     if steps == 0:
         raise ValueError(
             f"conv nets cannot take images of shape {tuple(image_shape)}: height and width "
-            f"must be even and at least 8; use --net=mlp or --image_size=28 (or 32)"
+            f"must be even and at least 8; use net=mlp, or images of 28 or 32 pixels"
         )
     return steps
 

@@ -187,24 +187,35 @@ class CodeSampler:
         return (lambda images: {"z": self.encode(images)}), ("images",)
 
     # -- fitting -----------------------------------------------------------------
-    def training_codes(self, images, labels=None, batch_size=256):
-        """encode(x) (the posterior mean where there is one) [N, J] as numpy
-        float64, in batches; of any images (train.evaluate and train.explore
-        encode test images with it too)."""
+    def encode_all(self, images, labels=None, batch_size=256):
+        """encode(x) (the posterior mean where there is one) of all `images`
+        [N, J], in batches, as numpy float64: the training codes that
+        fit_sampler fits, or the test codes that train.evaluate and
+        train.explore read."""
         codes = []
         for start in range(0, len(images), batch_size):
             batch_labels = labels[start : start + batch_size] if self.conditional else None
             codes.append(np.asarray(self.encode(images[start : start + batch_size], batch_labels)))
         return np.concatenate(codes).astype(np.float64)
 
-    def fit_sampler(self, images, labels=None, batch_size=256):
-        """Fits the gaussian and the gmm sampler to the codes of `images` (the
-        training set; labels for conditional encoders, and to group the codes
-        by class where `sampler_classes` > 0) and marks the sampler fitted.
-        Returns the codes."""
+    def fit_sampler(self, images, labels=None, batch_size: int = 256):
+        """Fits the gaussian and the gmm sampler to the codes of `images` and
+        marks the sampler fitted (train.run does this after training).
+
+        Args:
+          images: the training images [N, H, W, C] in [0, 1].
+          labels: their labels [N]: needed by conditional encoders, and to fit
+            per class where `sampler_classes` > 0.
+          batch_size: images encoded at a time.
+
+        Returns:
+          The codes [N, J] (numpy float64) the samplers were fitted to.
+
+        Raises:
+          ValueError: too few codes (of a class) for sampler_components."""
         if self.sampler_classes and labels is None:
             raise ValueError(f"{type(self).__name__} fits its samplers per class: pass the training labels")
-        codes = self.training_codes(images, self.require_labels(labels), batch_size)
+        codes = self.encode_all(images, self.require_labels(labels), batch_size)
         if self.sampler_classes:
             labels = np.asarray(labels).astype(np.int64).reshape(-1)
             fits = [self._fit_codes(codes[labels == c], f" of class {c}") for c in range(self.sampler_classes)]
@@ -258,7 +269,7 @@ class CodeSampler:
     def fitted_codes(self, eps, sampler, labels=None):
         """Codes of the fitted `sampler` ("gaussian" or "gmm") from eps ~ N(0, I)
         (of class labels[b]'s fit in row b where the samplers are per class)."""
-        groups = tf.cast(labels, tf.int32) if self.sampler_classes else None
+        groups = tf.cast(self.require_labels(labels), tf.int32) if self.sampler_classes else None
         if sampler == "gaussian":
             mean, scale = tf.convert_to_tensor(self.gaussian_mean), tf.convert_to_tensor(self.gaussian_scale)
             if groups is not None:
@@ -287,10 +298,17 @@ class CodeSampler:
         return self.fitted_codes(eps, sampler, labels)
 
     def generate(self, n_or_z, labels=None, seed=None, sampler=None):
-        """Images decoded from codes of `sampler` (prior, gaussian or gmm;
-        default config.sampler): n_or_z is eps ~ N(0, I) [B, J] (`n` rows drawn
-        now, or as given), mapped deterministically by sample_codes. Conditional
-        models need labels."""
+        """Images decoded from codes of `sampler`.
+
+        Args:
+          n_or_z: a count n (eps drawn now), or eps ~ N(0, I) [B, J] as given;
+            eps is mapped deterministically to a code by sample_codes.
+          labels: conditional models: [B] ints, or one int for every row.
+          seed: the draw's seed when n_or_z is a count.
+          sampler: prior, gaussian or gmm (default config.sampler).
+
+        Returns:
+          Images [B, H, W, C], float32 in [0, 1]."""
         eps = self.noise(n_or_z, seed)
         if self.conditional:
             labels = self.as_labels(self.require_labels(labels), tf.shape(eps)[0])

@@ -69,7 +69,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             )
         if c.free_bits and c.prior != "normal":
             # one-sample Monte Carlo KLs are noisy and can be negative: a per-example clamp would bias them
-            raise ValueError("free_bits needs the analytic KL of prior=normal; use --prior=normal or --free_bits=0")
+            raise ValueError("free_bits needs the analytic KL of prior=normal; use prior=normal or free_bits=0")
         cond = self.num_classes if self.conditional else 0
         out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
         self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
