@@ -13,7 +13,9 @@ from conftest import run_module
 
 
 
-@pytest.mark.parametrize("model, strategy", [("gan", "mirrored"), ("dcgan", "mirrored"), ("cgan", "mirrored"),
+# cgan's step, its signatures and exports are covered in-process (test_contract.py, the
+# mirrored check) and by test_serving.py; its train.run run is left out to keep CI in budget.
+@pytest.mark.parametrize("model, strategy", [("gan", "mirrored"), ("dcgan", "mirrored"),
                                              ("aae", "default"), ("bigan", "default")])
 def test_train_run_trains_samples_and_exports(tmp_path, model, strategy):
     workdir, base = tmp_path / "w", tmp_path / "serving"
