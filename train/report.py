@@ -365,11 +365,6 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {units} bfloat16 units"
 
 
-def write_text(path, text):
-    """Writes `text` to `path` through a temporary file: a crash leaves the old file whole."""
-    workdirs.write_text(path, text)
-
-
 def write_report(rows, path, dataset=None):
     """Writes the report of `rows` to `path` (`dataset`: what the runs trained
     on, where no row records it; default mnist5k)."""
@@ -421,8 +416,8 @@ def write_report(rows, path, dataset=None):
             f"FCD after each epoch: {', '.join(map(str, r.get('fcd_by_epoch', [])))}",
             "",
         ]
-    write_text(path, "\n".join(lines))
-    write_text(os.path.splitext(path)[0] + ".json", json.dumps(rows, indent=2))
+    workdirs.write_text(path, "\n".join(lines))
+    workdirs.write_text(os.path.splitext(path)[0] + ".json", json.dumps(rows, indent=2))
 
 
 def update_readme(path, rows, report_path):
@@ -439,7 +434,7 @@ def update_readme(path, rows, report_path):
         f"{TABLE_BEGIN}\n{table(rows)}\n\nFrom `python -m train.report` at commit {provenance(rows, 'commit')}. "
         f"{runs_text(rows)} Details, the FCD after each epoch and sample grids in [{link}]({link}).\n{TABLE_END}"
     )
-    write_text(path, head + block + tail)
+    workdirs.write_text(path, head + block + tail)
 
 
 def main(argv):

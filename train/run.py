@@ -195,10 +195,6 @@ def build_model(config, image_shape, num_classes):
     )
 
 
-def write_json(path, obj):
-    workdirs.write_json(path, obj)
-
-
 def train(
     workdir,
     config,
@@ -404,7 +400,7 @@ def _restore_state(run, model):
             )
         logging.warning("--restart: the old history is now %s", workdirs.set_history_aside(run.out_dir))
     if run.writer:  # only once the options built a model and any checkpoint restored
-        write_json(os.path.join(run.out_dir, "config.json"), run.config)
+        workdirs.write_json(os.path.join(run.out_dir, "config.json"), run.config)
         workdirs.repair_history(run.out_dir, int(epoch.numpy()))
     try:
         distribute.check_agree(run.strategy, epoch=int(epoch.numpy()), step=int(step.numpy()))
