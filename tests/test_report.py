@@ -64,7 +64,7 @@ def test_default_mode_runs_exactly_the_models_default_run(tmp_path):
     assert report.command("cgan") == "python -m train.run --model=cgan"
     run, values = parsed_by_train_run(argv)
     _, config = run.resolve(values)
-    assert config["training"] == zoo.get("cgan").training_defaults  # the model's own epochs, batch and rate
+    assert config["training"] == zoo.get("cgan").training_defaults_for(config["model_options"])  # its own
     assert config["dataset"] == "mnist5k" and config["model_options"] == dataclasses.asdict(zoo.get("cgan").Config())
     assert values["max_minutes"].value is None and values["mixed_precision"].value == "auto"
     assert report.parse_budget([], None)("cgan") is None  # no --minutes: a default run

@@ -1,4 +1,5 @@
-"""Interrupted runs: SIGKILL and SIGTERM at a real train.run, then the same command again."""
+"""Interrupted runs: SIGKILL and SIGTERM at a real train.run, then the same command again
+(with --lr_decay, so that the schedule must resume where it stopped too)."""
 
 import os
 import re
@@ -13,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 ARGS = ["--model=vae", "--net=conv", "--latent_dim=4", "--batch_size=64", "--steps_per_epoch=8",
-        "--epochs=4", "--deterministic", "--verbose=0"]
+        "--epochs=4", "--lr_decay=cosine", "--deterministic", "--verbose=0"]
 
 
 def command(workdir):

@@ -71,6 +71,47 @@ class WriteError(RuntimeError):
     read-only directory); the previous checkpoint is intact."""
 
 
+LR_DECAYS = ("none", "linear", "cosine")
+
+
+def lr_decay_factor(kind, t):
+    """The learning rate's multiplier once a fraction t in [0, 1] of training's
+    steps is done: "none" 1; "linear" 1 - t; "cosine" (1 + cos(pi t)) / 2, SGDR's
+    schedule without restarts (Loshchilov and Hutter 2017)."""
+    t = min(max(float(t), 0.0), 1.0)
+    if kind == "none":
+        return 1.0
+    if kind == "linear":
+        return 1.0 - t
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown learning-rate decay {kind!r}; choose one of {', '.join(LR_DECAYS)}")
+
+
+class LearningRateDecay(keras.callbacks.Callback):
+    """Before each train step, sets every optimizer's learning rate to its
+    initial rate times lr_decay_factor(kind, step / total_steps). The rate is a
+    function of the step alone, so a resumed run goes on with the schedule
+    where its checkpoint stopped. `step` is the number of steps already trained."""
+
+    def __init__(self, optimizers, initial_rates, kind, total_steps, step):
+        super().__init__()
+        lr_decay_factor(kind, 0.0)  # an unknown kind fails here, before training
+        self.optimizers = list(optimizers)
+        self.initial_rates = [float(r) for r in initial_rates]
+        self.kind = kind
+        self.total_steps = max(int(total_steps), 1)
+        self.step = int(step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        factor = lr_decay_factor(self.kind, self.step / self.total_steps)
+        for optimizer, rate in zip(self.optimizers, self.initial_rates):
+            optimizer.learning_rate = rate * factor
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Saves model, optimizers, the epoch counter and the step counter (batches
     trained in all) at the end of each epoch, and mid-epoch when SIGTERM asked

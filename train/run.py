@@ -25,7 +25,7 @@ from train import callbacks, data, distribute, precision  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
-TRAINING = ("epochs", "batch_size", "learning_rate")
+TRAINING = ("epochs", "batch_size", "learning_rate", "lr_decay")
 
 flags.DEFINE_string("model", "vae", f"model to train: {', '.join(zoo.names())}")
 flags.DEFINE_string("dataset", "mnist5k", f"{', '.join(data.OFFLINE)} (offline) or a tfds image dataset")
@@ -33,6 +33,8 @@ flags.DEFINE_integer("image_size", None, "resize images to this square size")
 flags.DEFINE_integer("epochs", None, "epochs to train in all (default: the model's)")
 flags.DEFINE_integer("batch_size", None, "global batch size (default: the model's)")
 flags.DEFINE_float("learning_rate", None, "learning rate (default: the model's)")
+flags.DEFINE_enum("lr_decay", None, callbacks.LR_DECAYS, "decay every optimizer's learning rate over the "
+                  "run's --epochs, to 0 at the end (default: the model's)")
 flags.DEFINE_integer("steps_per_epoch", None, "cut epochs short (for smoke runs)")
 flags.DEFINE_string("workdir", None, "where the run lives (default: runs/<model>-<dataset>)")
 flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
@@ -123,7 +125,7 @@ def resolve(flag_values=None):
 
 
 def check_training(training):
-    """RunError for --epochs, --batch_size or --learning_rate that cannot train."""
+    """RunError for --epochs, --batch_size, --learning_rate or --lr_decay that cannot train."""
     if training["epochs"] < 1:
         raise RunError(f"--epochs={training['epochs']} must be at least 1 (it counts all epochs, resumed ones too)")
     if training["batch_size"] < 1:
@@ -131,6 +133,8 @@ def check_training(training):
     lr = training["learning_rate"]
     if not (math.isfinite(lr) and lr > 0):
         raise RunError(f"--learning_rate={lr} must be a finite number > 0 (omit it for the model's default)")
+    if training["lr_decay"] not in callbacks.LR_DECAYS:
+        raise RunError(f"--lr_decay={training['lr_decay']} is not one of {', '.join(callbacks.LR_DECAYS)}")
 
 
 def _has_checkpoint(workdir):
@@ -156,6 +160,7 @@ def _merge_saved(path, config, f):
     if not _has_checkpoint(os.path.dirname(path)):
         return config  # nothing trained yet: the new options replace the old ones
     saved["model_options"] = zoo.get(saved["model"]).saved_options(saved.get("model_options", {}))
+    saved["training"].setdefault("lr_decay", "none")  # runs saved before --lr_decay trained without
     explicit = {"dataset": f["dataset"].present, "image_size": f["image_size"].present, "seed": f["seed"].present}
     for key, present in explicit.items():
         if present and saved.get(key) != config[key]:
@@ -163,7 +168,7 @@ def _merge_saved(path, config, f):
     for key in MODEL_OPTIONS:
         if f[key].present and saved["model_options"].get(key) != config["model_options"].get(key):
             raise RunError(_mismatch(path, key, saved["model_options"].get(key), config["model_options"][key]))
-    for key in ("batch_size", "learning_rate"):
+    for key in ("batch_size", "learning_rate", "lr_decay"):
         if f[key].present and saved["training"].get(key) != config["training"][key]:
             raise RunError(_mismatch(path, key, saved["training"].get(key), config["training"][key]))
     if f["epochs"].present:
@@ -330,9 +335,10 @@ def _train(run):
     """train() once the strategy and the data are there: build, restore, fit, finish."""
     os.makedirs(run.out_dir, exist_ok=True)
     model, rows = _build(run)
+    rates = [float(opt.learning_rate.numpy()) for opt in model.optimizer_list()]  # before a checkpoint's decayed ones
     checkpoint, manager, epoch, step = _restore_state(run, model)
     steps_per_epoch = run.steps_per_epoch or len(run.dataset.train_images) // rows
-    guard, grid, cbs = _callbacks(run, model, manager, epoch, step, steps_per_epoch)
+    guard, grid, cbs = _callbacks(run, model, manager, epoch, step, steps_per_epoch, rates)
     _fit(run, model, rows, steps_per_epoch, epoch, step, guard, cbs)
     if guard.terminated:
         raise callbacks.Terminated(
@@ -409,8 +415,9 @@ def _restore_state(run, model):
     return checkpoint, manager, epoch, step
 
 
-def _callbacks(run, model, manager, epoch, step, steps_per_epoch):
-    """(the checkpoint guard, the sample grid, every callback of fit, in order)."""
+def _callbacks(run, model, manager, epoch, step, steps_per_epoch, rates):
+    """(the checkpoint guard, the sample grid, every callback of fit, in order);
+    `rates`: the optimizers' initial learning rates, which --lr_decay scales."""
     guard = callbacks.Checkpoint(manager, epoch, step, steps_per_epoch,
                                  any_worker=distribute.any_worker(run.strategy))
     grid = callbacks.SampleGrid(
@@ -422,6 +429,10 @@ def _callbacks(run, model, manager, epoch, step, steps_per_epoch):
     cbs = [run.clock] if run.clock is not None else []  # first: it adds minutes and fcd to the epoch's logs
     if run.writer:  # the row before its checkpoint (callbacks.History)
         cbs.append(callbacks.History(run.out_dir, guard))
+    training = run.config["training"]
+    if training["lr_decay"] != "none":
+        cbs.append(callbacks.LearningRateDecay(model.optimizer_list(), rates, training["lr_decay"],
+                                               training["epochs"] * steps_per_epoch, int(step.numpy())))
     cbs += [guard, grid]
     if run.writer:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(run.out_dir, "tensorboard"), write_graph=False))

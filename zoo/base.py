@@ -241,7 +241,8 @@ class ZooModel(keras.Model):
     # How many minibatches of data one train_step consumes: its batch holds
     # this many (train.run batches this many times --batch_size rows).
     real_batches_per_step = 1
-    # What train.run uses where the user gives no flag.
+    # What train.run uses where the user gives no flag (training_defaults_for
+    # adds lr_decay "none" where a model's dict does not name one).
     training_defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3}
 
     @classmethod
@@ -262,7 +263,7 @@ class ZooModel(keras.Model):
         as a dict): what train.run uses, and what compile_defaults() gives
         without a learning_rate. A model whose defaults depend on an option
         overrides it."""
-        return dict(cls.training_defaults)
+        return {"lr_decay": "none", **cls.training_defaults}
 
     def __init__(self, image_shape, num_classes=0, seed=0, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in KERAS_KWARGS if k in kwargs}

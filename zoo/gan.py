@@ -169,7 +169,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     def training_defaults_for(cls, options):
         """training_defaults, with wasserstein_gp's own learning rate (1e-4)."""
         loss = options.get("loss", cls.Config().loss)
-        return {**cls.training_defaults, "learning_rate": default_learning_rate(loss)}
+        return {**super().training_defaults_for(options), "learning_rate": default_learning_rate(loss)}
 
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
