@@ -50,6 +50,54 @@ def unchanged(before, net):
     return all(np.array_equal(a, b) for a, b in zip(before, weights(net)))
 
 
+class TrainRunServer:
+    """`python -m train.run ARGV` answered by one long-lived process
+    (tests/train_run_server.py), for command lines that stop before training:
+    calling it returns a CompletedProcess as run_module would."""
+
+    def __init__(self, log_path):
+        script = os.path.join(os.path.dirname(__file__), "train_run_server.py")
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, cwd=ROOT,
+                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    def __call__(self, *args, cwd=None):
+        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in args], "cwd": str(cwd or ROOT)}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.flush()
+            raise RuntimeError(f"the train.run server died: {open(self.log_path).read()[-3000:]}")
+        answer = json.loads(line)
+        return subprocess.CompletedProcess(["train.run", *args], answer["code"], answer["stdout"], answer["stderr"])
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def train_run(tmp_path_factory):
+    """A TrainRunServer for the session (of this test worker)."""
+    server = TrainRunServer(str(tmp_path_factory.mktemp("server") / "stderr.txt"))
+    yield server
+    server.close()
+
+
+def saved_signatures(version_dir):
+    """The signature names in a SavedModel's saved_model.pb, read as serving reads them (the
+    protocol buffer), without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    return sorted(saved.meta_graphs[0].signature_def)
+
+
 def run_mirrored_check(*cases):
     """{case: {"max_diff", "moved"}} from tests/mirrored_check.py, run in a fresh
     process: its 2 logical CPU devices must exist before TensorFlow starts."""
@@ -65,7 +113,8 @@ def run_mirrored_check(*cases):
 # probes) are marked `slow`, found by the names their code, their fixtures'
 # code and the test modules' helpers they call use, so that
 # `pytest -m "not slow"` is a quick in-process loop.
-SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "subprocess", "Popen", "export", "export_workdir"})
+SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "TrainRunServer", "subprocess", "Popen", "export",
+                        "export_workdir"})
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 

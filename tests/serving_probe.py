@@ -1,11 +1,12 @@
-"""python serving_probe.py SAVED_MODEL_DIR CASES.pkl
+"""python serving_probe.py CASES.pkl
 
 Feeds SavedModel signatures as TF Serving does: the graph loaded into a C++
 session and each request's tensors fed to the signature's placeholders with no
 Python shape or dtype checks (TF Serving compares nothing against the declared
 TensorSpecs). Imports TensorFlow only, never zoo. CASES.pkl holds a list of
-(signature, {input: numpy array}); prints one JSON line per case,
-{"ok": shapes} or {"error": class, "message": first line}, then "alive"."""
+(SavedModel directory, [(signature, {input: numpy array}), ...]); prints one
+JSON line per case, in order, {"ok": shapes} or {"error": class, "message":
+first line}, then "alive"."""
 
 import json
 import pickle
@@ -14,10 +15,16 @@ import sys
 import tensorflow as tf
 
 
-def main(path, cases_path):
+def main(cases_path):
     assert "zoo" not in sys.modules
     with open(cases_path, "rb") as fh:
-        cases = pickle.load(fh)
+        models = pickle.load(fh)
+    for path, cases in models:
+        probe(path, cases)
+    print("alive")
+
+
+def probe(path, cases):
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
         graph = sess.graph
@@ -31,8 +38,7 @@ def main(path, cases_path):
                 print(json.dumps({"ok": {k: list(v.shape) for k, v in zip(names, out)}}))
             except tf.errors.OpError as e:
                 print(json.dumps({"error": type(e).__name__, "message": str(e).splitlines()[0]}))
-    print("alive")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1])

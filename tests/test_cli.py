@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -51,28 +52,40 @@ def test_rerun_resumes_from_the_last_checkpoint(cvae_run):
     assert os.path.exists(os.path.join(workdir, "samples", "epoch_0003.png"))
 
 
-def test_workdir_of_another_model_is_refused(cvae_run):
+def test_workdir_of_another_model_is_refused(cvae_run, train_run):
     workdir, _ = cvae_run
-    proc = run_module("train.run", "--model=vae", f"--workdir={workdir}", *BASE)
+    proc = train_run("--model=vae", f"--workdir={workdir}", *BASE)
     assert proc.returncode != 0
     assert "holds a cvae run" in last_line(proc)
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--model=nosuch"], r"unknown model 'nosuch'; valid models: .*vae"),
-        (["--dataset=nosuch"], r"unknown dataset 'nosuch'; offline sets: mnist5k, digits"),
-        (["--no_such_option=1"], r"valid options: .*--batch_size"),
-        (["--model=ae", "--likelihood=gaussian"], r"--likelihood is not an option of model ae; its options: "),
-        (["--model=vae", "--likelihood=poisson"], r"choose one of: bernoulli, gaussian"),
-        (["--strategy=nosuch"], r"strategy"),
-    ],
-)
-def test_bad_input_is_a_one_line_error(tmp_path, args, message):
-    proc = run_module("train.run", f"--workdir={tmp_path / 'w'}", *args, timeout=120)
-    assert proc.returncode != 0
+BAD_COMMAND_LINES = [
+    (["--model=nosuch"], r"unknown model 'nosuch'; valid models: .*vae"),
+    (["--dataset=nosuch"], r"unknown dataset 'nosuch'; offline sets: mnist5k, digits"),
+    (["--no_such_option=1"], r"valid options: .*--batch_size"),
+    (["--model=ae", "--likelihood=gaussian"], r"--likelihood is not an option of model ae; its options: "),
+    (["--model=vae", "--likelihood=poisson"], r"choose one of: bernoulli, gaussian"),
+    (["--model=dcgan", "--loss=squared_hinge"],
+     r"loss='squared_hinge' is not valid; choose one of: non_saturating, minimax, least_squares, "
+     r"wasserstein_gp, hinge"),
+    (["--strategy=nosuch"], r"strategy"),
+    (["--lr_decay=step"], r"--lr_decay=step: value should be one of <none\|linear\|cosine>"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES])
+def test_bad_input_is_a_one_line_error(train_run, tmp_path, args, message):
+    proc = train_run(f"--workdir={tmp_path / 'w'}", *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert re.search(message, last_line(proc)), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_input_is_one_line_from_the_command_itself(tmp_path):
+    """The same answer from `python -m train.run` as a user runs it (absl's app.run around main)."""
+    proc = run_module("train.run", f"--workdir={tmp_path / 'w'}", "--model=nosuch", timeout=120)
+    assert proc.returncode == 2
+    assert re.search(BAD_COMMAND_LINES[0][1], last_line(proc)), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 
 
@@ -105,20 +118,40 @@ out["encode"] = [enc["z"].shape.as_list(), enc["z_stddev"].shape.as_list()]
 img = m.signatures["decode"](z=z, labels=y)["images"]
 out["decode"] = img.shape.as_list(); out["range"] = [float(tf.reduce_min(img)), float(tf.reduce_max(img))]
 out["reconstruct"] = m.signatures["reconstruct"](images=x, labels=y)["images"].shape.as_list()
+bad = {
+    "wrong latent size": lambda: m.signatures["generate"](z=tf.zeros([2, 5]), labels=tf.constant([1, 2])),
+    "float labels": lambda: m.signatures["generate"](z=tf.zeros([2, 4]), labels=tf.constant([1.0, 2.0])),
+    "int z": lambda: m.signatures["generate"](z=tf.zeros([2, 4], tf.int32), labels=tf.constant([1, 2])),
+    "wrong image shape": lambda: m.signatures["encode"](images=tf.zeros([2, 28, 28, 1]), labels=tf.constant([1, 2])),
+}
+out["bad"] = {}
+for name, call in bad.items():
+    try:
+        call()
+        out["bad"][name] = "accepted"
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError):
+        out["bad"][name] = "rejected"
 out["zoo_imported"] = "zoo" in sys.modules
 print(json.dumps(out))
 """
 
 
-def test_export_serves_in_a_fresh_process_without_zoo(cvae_run, tmp_path):
+@pytest.fixture(scope="module")
+def served(cvae_run, tmp_path_factory):
+    """What the cvae export answers in a fresh process without the zoo (FRESH)."""
     _, base = cvae_run
-    script = tmp_path / "serve.py"
+    folder = tmp_path_factory.mktemp("served")
+    script = folder / "serve.py"
     script.write_text(FRESH)
     proc = subprocess.run([sys.executable, str(script),
                            os.path.join(base, "cvae", "1")], capture_output=True, text=True,
-                          cwd=str(tmp_path), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          cwd=str(folder), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_export_serves_in_a_fresh_process_without_zoo(served):
+    out = served
     assert out["generate"] == out["serving_default"] == out["decode"] == out["reconstruct"] == [3, 8, 8, 1]
     assert out["encode"] == [[3, 4], [3, 4]]
     assert 0.0 <= out["range"][0] <= out["range"][1] <= 1.0
@@ -175,15 +208,16 @@ def test_nan_guard_does_not_overwrite_the_last_good_checkpoint(tmp_path):
     assert manager.latest_checkpoint == good and int(epoch.numpy()) == 1 and model.stop_training
 
 
-def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+def test_a_corrupt_checkpoint_is_a_clear_error(cvae_run, train_run, tmp_path):
     workdir = tmp_path / "w"
-    assert run_module("train.run", "--model=ae", f"--workdir={workdir}", "--epochs=1", *BASE).returncode == 0
-    index = next((workdir / "checkpoints").glob("ckpt-*.index"))
-    index.write_bytes(b"garbage")
-    proc = run_module("train.run", "--model=ae", f"--workdir={workdir}", "--epochs=2", *BASE)
-    assert proc.returncode != 0
+    shutil.copytree(cvae_run[0], workdir)
+    indexes = list((workdir / "checkpoints").glob("ckpt-*.index"))
+    for index in indexes:
+        index.write_bytes(b"garbage")
+    proc = train_run("--model=cvae", f"--workdir={workdir}", "--epochs=9", *BASE)
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot restore" in last_line(proc) and "new --workdir" in last_line(proc)
-    assert index.read_bytes() == b"garbage"  # left for the user to inspect, not deleted
+    assert indexes and all(i.read_bytes() == b"garbage" for i in indexes)  # left for the user to inspect
 
 
 def test_saved_model_cli_runs_generate(cvae_run):
@@ -200,38 +234,9 @@ def test_saved_model_cli_runs_generate(cvae_run):
     assert values.size >= 2 * 64 and values.min() >= 0.0 and values.max() <= 1.0
 
 
-BAD_INPUTS = r"""
-import sys, tensorflow as tf
-m = tf.saved_model.load(sys.argv[1])
-bad = {
-    "wrong latent size": dict(z=tf.zeros([2, 5]), labels=tf.constant([1, 2])),
-    "float labels": dict(z=tf.zeros([2, 4]), labels=tf.constant([1.0, 2.0])),
-    "int z": dict(z=tf.zeros([2, 4], tf.int32), labels=tf.constant([1, 2])),
-}
-for name, kwargs in bad.items():
-    try:
-        m.signatures["generate"](**kwargs)
-    except (TypeError, ValueError, tf.errors.InvalidArgumentError):
-        print("rejected", name)
-    else:
-        print("accepted", name)
-try:
-    m.signatures["encode"](images=tf.zeros([2, 28, 28, 1]), labels=tf.constant([1, 2]))
-    print("accepted wrong image shape")
-except (TypeError, ValueError, tf.errors.InvalidArgumentError):
-    print("rejected wrong image shape")
-"""
-
-
-def test_exported_signatures_reject_wrong_shapes_and_dtypes(cvae_run, tmp_path):
-    _, base = cvae_run
-    script = tmp_path / "bad.py"
-    script.write_text(BAD_INPUTS)
-    proc = subprocess.run([sys.executable, str(script), os.path.join(base, "cvae", "1")],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 4 and all(l.startswith("rejected") for l in lines), lines
+def test_exported_signatures_reject_wrong_shapes_and_dtypes(served):
+    assert served["bad"] == dict.fromkeys(["wrong latent size", "float labels", "int z", "wrong image shape"],
+                                          "rejected")
 
 
 def test_evaluate_prints_one_json_line(cvae_run, tmp_path):

@@ -51,17 +51,17 @@ def test_keep_checkpoints_bounds_disk_use_and_a_half_written_checkpoint_is_ignor
     assert re.search(r"resumed from \S+ckpt-8 at epoch 4", proc.stderr), proc.stderr[-2000:]
 
 
-def test_rerun_with_other_options_is_refused_and_changes_nothing(trained, tmp_path):
+def test_rerun_with_other_options_is_refused_and_changes_nothing(trained, train_run, tmp_path):
     workdir = copy_of(trained, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
-    proc = run_module("train.run", *BASE, "--epochs=3", "--latent_dim=3", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=3", "--latent_dim=3", f"--workdir={workdir}")
     assert proc.returncode != 0
     assert "was trained with --latent_dim=2, not 3" in last_line(proc)
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()} == before
 
 
-def test_a_shape_the_conv_nets_cannot_take_is_a_one_line_error(tmp_path):
-    proc = run_module("train.run", "--model=vae", "--net=conv", "--dataset=digits", "--image_size=9",
+def test_a_shape_the_conv_nets_cannot_take_is_a_one_line_error(train_run, tmp_path):
+    proc = train_run("--model=vae", "--net=conv", "--dataset=digits", "--image_size=9",
                       f"--workdir={tmp_path / 'w'}")
     assert proc.returncode != 0
     assert "conv nets cannot take images of shape (9, 9, 1)" in last_line(proc)
@@ -88,12 +88,13 @@ def test_a_damaged_checkpoint_index_resumes_from_the_newest_checkpoint(trained, 
     assert history(workdir) == [0, 1, 2]
 
 
-def test_a_workdir_with_history_but_no_checkpoint_refuses_to_start_over_without_restart(trained, tmp_path):
+def test_a_workdir_with_history_but_no_checkpoint_refuses_to_start_over_without_restart(trained, train_run,
+                                                                                      tmp_path):
     workdir = copy_of(trained, tmp_path)
     for f in (workdir / "checkpoints").iterdir():
         f.unlink()
     old = (workdir / "history.csv").read_text()
-    proc = run_module("train.run", *BASE, "--epochs=2", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=2", f"--workdir={workdir}")
     assert proc.returncode == 2 and "has a history of 2 epochs but no checkpoint" in last_line(proc)
     assert "--restart" in last_line(proc) and (workdir / "history.csv").read_text() == old
     proc = run_module("train.run", *BASE, "--epochs=1", "--restart", f"--workdir={workdir}")
@@ -103,13 +104,13 @@ def test_a_workdir_with_history_but_no_checkpoint_refuses_to_start_over_without_
     assert aside.read_text() == old  # moved aside, never deleted
 
 
-def test_a_second_run_on_a_workdir_in_use_exits_at_once_naming_the_holder(tmp_path):
+def test_a_second_run_on_a_workdir_in_use_exits_at_once_naming_the_holder(train_run, tmp_path):
     from train import workdir as workdirs
 
     workdir = tmp_path / "w"
     workdir.mkdir()
     with workdirs.Lock(str(workdir)):  # as a running train.run holds it
-        proc = run_module("train.run", *BASE, "--epochs=1", f"--workdir={workdir}")
+        proc = train_run(*BASE, "--epochs=1", f"--workdir={workdir}")
     assert proc.returncode == 2
     assert f"is in use by another train.run (pid {os.getpid()})" in last_line(proc)
     assert sorted(p.name for p in workdir.iterdir()) == [".lock"]  # nothing written
@@ -126,12 +127,12 @@ def test_repair_history_keeps_one_well_formed_row_per_completed_epoch(tmp_path):
         "epoch,loss,minutes", "0,1.5,0.1", "1,1.35,0.25", "2,1.3,0.3"]
 
 
-def test_a_failed_restore_leaves_config_json_untouched(trained, tmp_path):
+def test_a_failed_restore_leaves_config_json_untouched(trained, train_run, tmp_path):
     workdir = copy_of(trained, tmp_path)
     for index in (workdir / "checkpoints").glob("ckpt-*.index"):
         index.write_bytes(b"garbage")
     before = (workdir / "config.json").stat().st_mtime_ns
-    proc = run_module("train.run", *BASE, "--epochs=3", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=3", f"--workdir={workdir}")
     assert proc.returncode == 2 and "cannot restore any checkpoint" in last_line(proc)
     assert (workdir / "config.json").stat().st_mtime_ns == before
 

@@ -27,7 +27,7 @@ def test_flags_that_cannot_train_are_refused_before_anything_is_written(tmp_path
     from train import run
 
     config = {"model": "ae", "dataset": "digits", "image_size": None, "seed": 0, "model_options": {},
-              "training": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}}
+              "training": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": "none"}}
     config["training"].update({k: v for k, v in flags.items() if k in config["training"]})
     others = {k: v for k, v in flags.items() if k not in config["training"]}
     workdir = tmp_path / "w"
@@ -37,19 +37,19 @@ def test_flags_that_cannot_train_are_refused_before_anything_is_written(tmp_path
     assert not workdir.exists()
 
 
-def test_a_flag_that_cannot_train_is_one_line_from_the_command_line(tmp_path):
+def test_a_flag_that_cannot_train_is_one_line_from_the_command_line(train_run, tmp_path):
     workdir = tmp_path / "w"
-    proc = run_module("train.run", *BASE, "--learning_rate=0", f"--workdir={workdir}", timeout=120)
+    proc = train_run(*BASE, "--learning_rate=0", f"--workdir={workdir}")
     assert proc.returncode == 2 and "--learning_rate=0.0 must be a finite number > 0" in last_line(proc)
     assert "Traceback" not in proc.stderr and not workdir.exists()
 
 
-def test_a_workdir_or_export_base_that_is_a_file_is_refused_before_training(tmp_path):
+def test_a_workdir_or_export_base_that_is_a_file_is_refused_before_training(train_run, tmp_path):
     a_file = tmp_path / "f"
     a_file.write_text("")
-    proc = run_module("train.run", *BASE, f"--workdir={a_file}", timeout=120)
+    proc = train_run(*BASE, f"--workdir={a_file}")
     assert proc.returncode == 2 and f"--workdir={a_file} is a file" in last_line(proc)
-    proc = run_module("train.run", *BASE, f"--workdir={tmp_path / 'w'}", f"--export_base={a_file}", timeout=120)
+    proc = train_run(*BASE, f"--workdir={tmp_path / 'w'}", f"--export_base={a_file}")
     assert proc.returncode == 2 and f"--export_base={a_file} is a file" in last_line(proc)
     assert not (tmp_path / "w").exists() and "Traceback" not in proc.stderr
 
@@ -132,11 +132,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint_and_history(train
     assert "cannot write the SavedModel" in last_line(proc) and os.listdir(base / "ae") == []
 
 
-def test_a_config_json_that_is_not_a_config_is_one_line(tmp_path):
+def test_a_config_json_that_is_not_a_config_is_one_line(train_run, tmp_path):
     workdir = tmp_path / "w"
     workdir.mkdir()
     (workdir / "config.json").write_text("[]")
-    proc = run_module("train.run", *BASE, f"--workdir={workdir}", timeout=120)
+    proc = train_run(*BASE, f"--workdir={workdir}")
     assert proc.returncode == 2 and "config.json is not a train.run config" in last_line(proc)
     assert "Traceback" not in proc.stderr and (workdir / "config.json").read_text() == "[]"
 
@@ -155,11 +155,11 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(path)], capture_output=True)
 
 
-def test_a_read_only_workdir_or_export_base_is_one_line(trained, tmp_path, read_only_dir):
-    proc = run_module("train.run", *BASE, f"--workdir={read_only_dir / 'w'}", timeout=120)
+def test_a_read_only_workdir_or_export_base_is_one_line(trained, train_run, tmp_path, read_only_dir):
+    proc = train_run(*BASE, f"--workdir={read_only_dir / 'w'}")
     assert proc.returncode == 2 and "cannot be written" in last_line(proc) and "Traceback" not in proc.stderr
     workdir = tmp_path / "w"
-    proc = run_module("train.run", *BASE, f"--workdir={workdir}", f"--export_base={read_only_dir}", timeout=120)
+    proc = train_run(*BASE, f"--workdir={workdir}", f"--export_base={read_only_dir}")
     assert proc.returncode == 2 and "--export_base" in last_line(proc) and not workdir.exists()
     workdir = copy_of(trained, tmp_path)
     proc = run_module("export.run", f"--workdir={workdir}", f"--export_base={read_only_dir / 'b'}", timeout=120)

@@ -1,7 +1,7 @@
 """Exports as serving stacks see them: input checks inside the graphs (fed as TF
 Serving feeds, in a fresh process that never imports zoo), sampling on the
 server, float32 graphs, Keras's TFSMLayer, warmup requests, model_config_list
-and ONNX. Every check of an exported model runs in a fresh process."""
+and ONNX. Every check that runs an exported model runs in a fresh process."""
 
 import json
 import os
@@ -41,73 +41,92 @@ def exported(tmp_path_factory):
     }
 
 
-def probe(path, cases, tmp_path):
-    """Results of serving_probe.py on `cases` in a fresh process; asserts it lived."""
+def probe(models, tmp_path):
+    """Results of serving_probe.py on [(version dir, cases), ...] in one fresh process, a list of
+    results per model; asserts it lived."""
     cases_path = tmp_path / "cases.pkl"
-    cases_path.write_bytes(pickle.dumps(cases))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "serving_probe.py"), path, str(cases_path)],
+    cases_path.write_bytes(pickle.dumps(models))
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "serving_probe.py"), str(cases_path)],
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]  # no abort, whatever the input
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "alive"
-    return [json.loads(line) for line in lines[-1 - len(cases):-1]]
+    results = [json.loads(line) for line in lines[-1 - sum(len(c) for _, c in models):-1]]
+    out = []
+    for _, cases in models:
+        out.append(results[:len(cases)])
+        results = results[len(cases):]
+    return out
 
 
 f32, i32 = np.float32, np.int32
 Z, LABELS = np.zeros((2, 4), f32), np.array([1, 2], i32)
 IMAGES28 = np.full((2, 28, 28, 1), 0.5, f32)
 
+# (request, what the error message says)
+BAD_VAE = [
+    (("encode", {"images": np.zeros((4, 28, 28), f32)}), r"input images must have shape \[batch, 28, 28, 1\]"),
+    (("reconstruct", {"images": np.zeros((4, 8, 8, 1), f32)}), r"input images must have shape"),
+    (("encode", {"images": np.zeros((2, 28, 28, 1, 1), f32)}), r"input images must have shape"),
+    (("encode", {"images": IMAGES28 * 255}), r"input images must be in \[0, 1\]"),
+    (("reconstruct", {"images": -IMAGES28}), r"input images must be in \[0, 1\]"),
+    (("encode", {"images": np.where(IMAGES28 > 0, np.nan, 0).astype(f32)}), r"input images must be finite"),
+    (("generate", {"z": np.zeros((2, 5), f32)}), r"input z must have shape \[batch, 4\]"),
+    (("generate", {"z": np.zeros((4,), f32)}), r"input z must have shape"),
+    (("decode", {"z": np.full((2, 4), np.nan, f32)}), r"input z must be finite"),
+    (("generate", {"z": np.full((2, 4), np.inf, f32)}), r"input z must be finite"),
+    (("generate", {"z": np.zeros((2, 4), i32)}), r"float"),  # dtype: the runtime's own check
+    (("sample", {"num_samples": i32(-1), "seed": i32(0)}), r"input num_samples must be in \[0, 1024\]"),
+    (("sample", {"num_samples": i32(10**9), "seed": i32(0)}), r"input num_samples must be in"),
+    (("sample", {"num_samples": i32(2), "seed": np.array([1, 2], i32)}), r"input seed must be a scalar"),
+]
+BAD_CGAN = [
+    (("generate", {"z": Z, "labels": np.array([1, 10], i32)}), r"input labels must be class indices in \[0, 10\)"),
+    (("generate", {"z": Z, "labels": np.array([-1, 1], i32)}), r"input labels must be class indices"),
+    (("generate", {"z": Z, "labels": np.array([1, 10**9], i32)}), r"input labels must be class indices"),
+    (("generate", {"z": Z, "labels": np.array([1, 2, 3], i32)}), r"inputs z and labels must have the same number"),
+    (("discriminate", {"images": np.zeros((2, 8, 8), f32), "labels": LABELS}), r"input images must have shape"),
+    (("sample", {"num_samples": i32(3), "seed": i32(0), "labels": LABELS}),
+     r"inputs labels and num_samples must have the same number"),
+]
+# (request, the shapes of the answer)
+GOOD_VAE = [
+    (("generate", {"z": Z}), {"images": [2, 28, 28, 1]}),
+    (("generate", {"z": np.zeros((0, 4), f32)}), {"images": [0, 28, 28, 1]}),  # conv decoders alone: [0, 8, 8, 32]
+    (("encode", {"images": np.zeros((0, 28, 28, 1), f32)}), {"z": [0, 4], "z_stddev": [0, 4]}),
+    (("sample", {"num_samples": i32(0), "seed": i32(0)}), {"images": [0, 28, 28, 1]}),
+    (("sample", {"num_samples": np.array([3], i32), "seed": np.array([7], i32)}),  # REST's row format
+     {"images": [3, 28, 28, 1]}),
+    (("sample_png", {"num_samples": i32(2), "seed": i32(0)}), {"png_bytes": [2]}),
+    (("encode", {"images": IMAGES28 + 5e-4}), {"z": [2, 4], "z_stddev": [2, 4]}),  # within [0, 1]'s tolerance
+]
+GOOD_CGAN = [
+    (("generate", {"z": np.zeros((0, 4), f32), "labels": np.zeros([0], i32)}), {"images": [0, 8, 8, 1]}),
+    (("sample", {"num_samples": i32(2), "seed": i32(0), "labels": LABELS}), {"images": [2, 8, 8, 1]}),
+]
 
-def test_bad_inputs_get_an_invalid_argument_naming_the_input(exported, tmp_path):
-    vae_cases = [
-        (("encode", {"images": np.zeros((4, 28, 28), f32)}), r"input images must have shape \[batch, 28, 28, 1\]"),
-        (("reconstruct", {"images": np.zeros((4, 8, 8, 1), f32)}), r"input images must have shape"),
-        (("encode", {"images": np.zeros((2, 28, 28, 1, 1), f32)}), r"input images must have shape"),
-        (("encode", {"images": IMAGES28 * 255}), r"input images must be in \[0, 1\]"),
-        (("reconstruct", {"images": -IMAGES28}), r"input images must be in \[0, 1\]"),
-        (("encode", {"images": np.where(IMAGES28 > 0, np.nan, 0).astype(f32)}), r"input images must be finite"),
-        (("generate", {"z": np.zeros((2, 5), f32)}), r"input z must have shape \[batch, 4\]"),
-        (("generate", {"z": np.zeros((4,), f32)}), r"input z must have shape"),
-        (("decode", {"z": np.full((2, 4), np.nan, f32)}), r"input z must be finite"),
-        (("generate", {"z": np.full((2, 4), np.inf, f32)}), r"input z must be finite"),
-        (("generate", {"z": np.zeros((2, 4), i32)}), r"float"),  # dtype: the runtime's own check
-        (("sample", {"num_samples": i32(-1), "seed": i32(0)}), r"input num_samples must be in \[0, 1024\]"),
-        (("sample", {"num_samples": i32(10**9), "seed": i32(0)}), r"input num_samples must be in"),
-        (("sample", {"num_samples": i32(2), "seed": np.array([1, 2], i32)}), r"input seed must be a scalar"),
-    ]
-    cgan_cases = [
-        (("generate", {"z": Z, "labels": np.array([1, 10], i32)}), r"input labels must be class indices in \[0, 10\)"),
-        (("generate", {"z": Z, "labels": np.array([-1, 1], i32)}), r"input labels must be class indices"),
-        (("generate", {"z": Z, "labels": np.array([1, 10**9], i32)}), r"input labels must be class indices"),
-        (("generate", {"z": Z, "labels": np.array([1, 2, 3], i32)}), r"inputs z and labels must have the same number"),
-        (("discriminate", {"images": np.zeros((2, 8, 8), f32), "labels": LABELS}), r"input images must have shape"),
-        (("sample", {"num_samples": i32(3), "seed": i32(0), "labels": LABELS}),
-         r"inputs labels and num_samples must have the same number"),
-    ]
-    for name, cases in (("vae", vae_cases), ("cgan", cgan_cases)):
-        results = probe(exported[name], [c for c, _ in cases], tmp_path)
-        for (case, pattern), result in zip(cases, results):
-            assert result.get("error") == "InvalidArgumentError", (name, case[0], result)
-            assert re.search(pattern, result["message"]), (name, case[0], result["message"])
+
+@pytest.fixture(scope="module")
+def answers(exported, tmp_path_factory):
+    """{case list: what the exports answered to each request}, all from one fresh process."""
+    lists = {"bad vae": ("vae", BAD_VAE), "bad cgan": ("cgan", BAD_CGAN),
+             "good vae": ("vae", GOOD_VAE), "good cgan": ("cgan", GOOD_CGAN)}
+    results = probe([(exported[name], [c for c, _ in cases]) for name, cases in lists.values()],
+                    tmp_path_factory.mktemp("probe"))
+    return {key: list(zip(cases, result)) for (key, (_, cases)), result in zip(lists.items(), results)}
 
 
-def test_good_and_empty_requests_answer_the_declared_shapes(exported, tmp_path):
-    vae = probe(exported["vae"], [
-        ("generate", {"z": Z}),
-        ("generate", {"z": np.zeros((0, 4), f32)}),  # conv decoders alone answer [0, 8, 8, 32] on CPU
-        ("encode", {"images": np.zeros((0, 28, 28, 1), f32)}),
-        ("sample", {"num_samples": i32(0), "seed": i32(0)}),
-        ("sample", {"num_samples": np.array([3], i32), "seed": np.array([7], i32)}),  # REST's row format
-        ("sample_png", {"num_samples": i32(2), "seed": i32(0)}),
-        ("encode", {"images": IMAGES28 + 5e-4}),  # within the tolerance of [0, 1]
-    ], tmp_path)
-    assert [r.get("ok") for r in vae] == [
-        {"images": [2, 28, 28, 1]}, {"images": [0, 28, 28, 1]}, {"z": [0, 4], "z_stddev": [0, 4]},
-        {"images": [0, 28, 28, 1]}, {"images": [3, 28, 28, 1]}, {"png_bytes": [2]}, {"z": [2, 4], "z_stddev": [2, 4]},
-    ]
-    cgan = probe(exported["cgan"], [("generate", {"z": np.zeros((0, 4), f32), "labels": np.zeros([0], i32)}),
-                                    ("sample", {"num_samples": i32(2), "seed": i32(0), "labels": LABELS})], tmp_path)
-    assert [r.get("ok") for r in cgan] == [{"images": [0, 8, 8, 1]}, {"images": [2, 8, 8, 1]}]
+@pytest.mark.parametrize("model", ["vae", "cgan"])
+def test_bad_inputs_get_an_invalid_argument_naming_the_input(answers, model):
+    for (case, pattern), result in answers[f"bad {model}"]:
+        assert result.get("error") == "InvalidArgumentError", (model, case[0], result)
+        assert re.search(pattern, result["message"]), (model, case[0], result["message"])
+
+
+@pytest.mark.parametrize("model", ["vae", "cgan"])
+def test_good_and_empty_requests_answer_the_declared_shapes(answers, model):
+    for (case, shapes), result in answers[f"good {model}"]:
+        assert result.get("ok") == shapes, (model, case[0], result)
 
 
 SAMPLE = r"""
@@ -187,19 +206,19 @@ def test_warmup_requests_cover_every_signature(exported):
     assert tf.make_ndarray(generate.inputs["z"]).shape == (1, 4)
 
 
-GRAPH_DTYPES = r"""
-import json, sys
-from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.core.framework import types_pb2
-sm = saved_model_pb2.SavedModel.FromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
-graph = sm.meta_graphs[0].graph_def
-nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-found = set()
-for node in nodes:
-    for value in node.attr.values():
-        found.update([value.type] if value.type else list(value.list.type))
-print(json.dumps({"bfloat16": types_pb2.DT_BFLOAT16 in found, "zoo": "zoo" in sys.modules}))
-"""
+def has_bfloat16(path):
+    """Whether any node of a SavedModel's graph or its functions has a bfloat16 type attribute
+    (read from saved_model.pb, as TF Serving loads it)."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].graph_def
+    found = set()
+    for node in list(graph.node) + [n for f in graph.library.function for n in f.node_def]:
+        for value in node.attr.values():
+            found.update([value.type] if value.type else list(value.list.type))
+    return types_pb2.DT_BFLOAT16 in found
 
 
 def test_a_model_trained_in_bfloat16_serves_float32_graphs(tmp_path):
@@ -213,15 +232,11 @@ def test_a_model_trained_in_bfloat16_serves_float32_graphs(tmp_path):
     assert copy is not model and {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
     z = np.random.RandomState(0).randn(3, 4).astype(f32)
     assert np.abs(np.asarray(copy.generate(z)) - np.asarray(model.generate(z))).max() < 0.02  # same weights
-    script = tmp_path / "dtypes.py"
-    script.write_text(GRAPH_DTYPES)
     found = {}
     for precision in ("float32", "bfloat16"):
         path = saved_model.export(model, str(tmp_path / precision), "dcgan", serving_precision=precision,
                                   verify=precision == "float32")
-        proc = subprocess.run([sys.executable, str(script), path], capture_output=True, text=True, env=ENV)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        found[precision] = json.loads(proc.stdout.strip().splitlines()[-1])["bfloat16"]
+        found[precision] = has_bfloat16(path)
     assert found == {"float32": False, "bfloat16": True}  # the check sees bf16 where there is some
     assert saved_model.in_precision(copy) is copy  # float32 already: no copy
 
