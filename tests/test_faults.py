@@ -38,8 +38,8 @@ def last_line(proc):
     return proc.stderr.strip().splitlines()[-1]
 
 
-def test_keep_checkpoints_bounds_disk_use_and_a_half_written_checkpoint_is_ignored(tmp_path):
-    workdir = tmp_path / "w"
+def test_keep_checkpoints_bounds_disk_use_and_a_half_written_checkpoint_is_ignored(trained, tmp_path):
+    workdir = copy_of(trained, tmp_path)  # checkpoints of steps 2 and 4
     proc = run_module("train.run", *BASE, "--epochs=4", "--keep_checkpoints=2", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ckpts(workdir) == [6, 8]

@@ -10,7 +10,7 @@ import zoo
 from train import data
 from zoo import distributions
 
-tfd = distributions.tfd
+tfd = distributions.tfd()
 J = 4
 
 

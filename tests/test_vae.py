@@ -11,7 +11,7 @@ from train import data
 def test_kl_is_the_closed_form():
     mu = np.array([[0.0, 1.0, -2.0], [0.5, 0.0, 3.0]], np.float32)
     sigma = np.array([[1.0, 0.5, 2.0], [0.1, 1.0, 0.3]], np.float32)
-    q = distributions.tfd.MultivariateNormalDiag(loc=mu, scale_diag=sigma)
+    q = distributions.tfd().MultivariateNormalDiag(loc=mu, scale_diag=sigma)
     kl = distributions.kl_to_prior(q, distributions.standard_normal_prior(3)).numpy()
     closed = -0.5 * np.sum(1 + np.log(sigma**2) - mu**2 - sigma**2, axis=1)
     np.testing.assert_allclose(kl, closed, rtol=1e-5)
@@ -129,7 +129,7 @@ def test_nets_take_every_dataset_shape(shape, net):
 
 def test_iwae_bound_converges_to_the_exact_log_likelihood_of_a_linear_gaussian_model():
     # p(z) = N(0, I), p(x|z) = N(W z + b, s^2 I)  =>  p(x) = N(b, W W^T + s^2 I) exactly.
-    tfd = distributions.tfd
+    tfd = distributions.tfd()
     rng = np.random.RandomState(0)
     w = rng.randn(5, 2).astype(np.float32)
     b = rng.randn(5).astype(np.float32)

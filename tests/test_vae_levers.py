@@ -10,7 +10,7 @@ from zoo import distributions
 
 
 def posterior(mu, sigma):
-    return distributions.tfd.MultivariateNormalDiag(loc=np.float32(mu), scale_diag=np.float32(sigma))
+    return distributions.tfd().MultivariateNormalDiag(loc=np.float32(mu), scale_diag=np.float32(sigma))
 
 
 def test_kl_per_dimension_sums_to_the_analytic_kl():
@@ -32,7 +32,7 @@ def test_free_bits_clamp_each_dimension_from_below():
     # a dimension below lambda gets no gradient; one above gets the KL's
     loc = tf.Variable(np.float32(mu))
     with tf.GradientTape() as tape:
-        q = distributions.tfd.MultivariateNormalDiag(loc=loc, scale_diag=np.float32(sigma))
+        q = distributions.tfd().MultivariateNormalDiag(loc=loc, scale_diag=np.float32(sigma))
         value = model.kl_objective(q, distributions.kl_to_prior(q, distributions.standard_normal_prior(3)))
     np.testing.assert_allclose(tape.gradient(value, loc).numpy(), [[0.0, 0.0, -2.0]], atol=1e-6)
     plain = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp")

@@ -247,6 +247,7 @@ def train(
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
     config = {
         **config,
+        "training": {"lr_decay": "none", **config["training"]},  # configs written before --lr_decay
         "image_shape": list(dataset.image_shape),
         "num_classes": dataset.num_classes,
         "dtype_policy": policy,

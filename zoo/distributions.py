@@ -1,11 +1,21 @@
 """tfp distributions of the latent-variable models: posteriors q(z|x) (diagonal,
-banded), priors p(z) (N(0, I), a learned Gaussian mixture) and decoder likelihoods p(x|z). Plain tfd objects built from network outputs,
-inside Keras 3 models (tfp.layers needs the old tf_keras, so it is not used)."""
+banded), priors p(z) (N(0, I), a learned Gaussian mixture) and decoder likelihoods
+p(x|z). Plain tfd objects built from network outputs, inside Keras 3 models
+(tfp.layers needs the old tf_keras, so it is not used)."""
+
+import functools
+import importlib
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-tfd = tfp.distributions
+
+@functools.cache
+def tfd():
+    """tfp.distributions, imported on first use: importing tensorflow_probability
+    takes ~2 s (it loads tf_keras), which processes that build no distribution
+    (the GANs, a normal-prior AAE, export.run's verify child) need not pay."""
+    return importlib.import_module("tensorflow_probability").distributions
+
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIORS = ("diagonal", "banded")
@@ -17,7 +27,7 @@ def diagonal_posterior(params):
     """q(z|x) = N(mu, diag(sigma^2)) from params = [mu, s] (2J numbers per row),
     sigma = softplus(s) + 1e-4 (positive and smooth)."""
     mu, s = tf.split(params, 2, axis=-1)
-    return tfd.MultivariateNormalDiag(loc=mu, scale_diag=tf.nn.softplus(s) + MIN_SCALE)
+    return tfd().MultivariateNormalDiag(loc=mu, scale_diag=tf.nn.softplus(s) + MIN_SCALE)
 
 
 def posterior_size(kind, latent_dim):
@@ -52,31 +62,31 @@ def banded_posterior(params):
     scale parameters instead of J for the diagonal posterior."""
     params = tf.convert_to_tensor(params)
     j = (params.shape[-1] + 1) // 3
-    return tfd.MultivariateNormalTriL(loc=params[..., :j], scale_tril=banded_scale(params))
+    return tfd().MultivariateNormalTriL(loc=params[..., :j], scale_tril=banded_scale(params))
 
 
 def standard_normal_prior(latent_dim):
     """p(z) = N(0, I)."""
-    return tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim]))
+    return tfd().MultivariateNormalDiag(loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim]))
 
 
 def mixture_prior(logits, means, raw_scales):
     """The learned prior p(z) = sum_k pi_k N(z; mu_k, diag sigma_k^2) with
     pi = softmax(logits) [K], mu_k = means [K, J], sigma_k = softplus(raw_scales) + 1e-4 [K, J]."""
-    return tfd.MixtureSameFamily(
-        mixture_distribution=tfd.Categorical(logits=logits),
-        components_distribution=tfd.MultivariateNormalDiag(
+    return tfd().MixtureSameFamily(
+        mixture_distribution=tfd().Categorical(logits=logits),
+        components_distribution=tfd().MultivariateNormalDiag(
             loc=means, scale_diag=tf.nn.softplus(raw_scales) + MIN_SCALE
         ),
     )
 
 
 def kl_to_prior(posterior, prior):
-    """KL(q(z|x) || p(z)) per example: analytic via tfd.kl_divergence, for any
+    """KL(q(z|x) || p(z)) per example: analytic via tfd().kl_divergence, for any
     Gaussian q (diagonal or banded) against the Gaussian prior N(0, I):
     1/2 (tr Sigma + mu^T mu - J - log det Sigma), which for the diagonal q is
     -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)."""
-    return tfd.kl_divergence(posterior, prior)
+    return tfd().kl_divergence(posterior, prior)
 
 
 def kl_per_dimension(posterior):
@@ -103,10 +113,10 @@ def likelihood(kind, outputs, log_scale=None):
     gaussian: outputs are means (squashed to [0, 1] by a sigmoid);
       log p(x|z) = sum log N(x; mean, exp(log_scale)^2)."""
     if kind == "bernoulli":
-        return tfd.Independent(tfd.Bernoulli(logits=outputs, dtype=tf.float32), 3)
+        return tfd().Independent(tfd().Bernoulli(logits=outputs, dtype=tf.float32), 3)
     if kind == "gaussian":
         scale = tf.exp(log_scale) + MIN_SCALE
-        return tfd.Independent(tfd.Normal(loc=tf.sigmoid(outputs), scale=scale), 3)
+        return tfd().Independent(tfd().Normal(loc=tf.sigmoid(outputs), scale=scale), 3)
     raise ValueError(f"likelihood={kind!r} is not valid; choose one of: {', '.join(LIKELIHOODS)}")
 
 
