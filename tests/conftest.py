@@ -52,8 +52,8 @@ def unchanged(before, net):
 
 class TrainRunServer:
     """`python -m train.run ARGV` answered by one long-lived process
-    (tests/train_run_server.py), for command lines that stop before training:
-    calling it returns a CompletedProcess as run_module would."""
+    (tests/train_run_server.py), for command lines that stop before training
+    and short runs: calling it returns a CompletedProcess as run_module would."""
 
     def __init__(self, log_path):
         script = os.path.join(os.path.dirname(__file__), "train_run_server.py")

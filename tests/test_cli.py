@@ -42,9 +42,9 @@ def test_train_writes_the_workdir(cvae_run):
     assert config["image_shape"] == [8, 8, 1]
 
 
-def test_rerun_resumes_from_the_last_checkpoint(cvae_run):
+def test_rerun_resumes_from_the_last_checkpoint(cvae_run, train_run):
     workdir, _ = cvae_run
-    proc = run_module("train.run", "--model=cvae", f"--workdir={workdir}", "--epochs=3", *BASE)
+    proc = train_run("--model=cvae", f"--workdir={workdir}", "--epochs=3", *BASE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"resumed from \S+ckpt-8 at epoch 2", proc.stderr), proc.stderr[-2000:]
     epochs = [row["epoch"] for row in csv.DictReader(open(os.path.join(workdir, "history.csv")))]
@@ -174,16 +174,15 @@ def test_export_of_an_untrained_workdir_is_refused(tmp_path):
     assert proc.returncode != 0 and "run train.run first" in last_line(proc)
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(train_run, tmp_path):
     workdir = tmp_path / "w"
-    proc = run_module("train.run", "--model=vae", f"--workdir={workdir}", "--epochs=2",
-                      "--learning_rate=1e12", *BASE)
+    proc = train_run("--model=vae", f"--workdir={workdir}", "--epochs=2", "--learning_rate=1e12", *BASE)
     assert proc.returncode != 0
     line = last_line(proc)
     assert re.search(r"error: \w+ became (nan|inf) in epoch 1 \(step \d+\)", line), line
     assert not os.path.exists(workdir / "checkpoints" / "checkpoint")  # the bad state was not saved
     # with a sane learning rate the same workdir trains (nothing had been saved)
-    proc = run_module("train.run", "--model=vae", f"--workdir={workdir}", "--epochs=1", *BASE)
+    proc = train_run("--model=vae", f"--workdir={workdir}", "--epochs=1", *BASE)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
 import zoo
 from export import saved_model
 from zoo import base, ema
@@ -311,16 +310,16 @@ def test_export_serves_the_average(case, precision, tmp_path):
         assert np.abs(np.asarray(value) - np.asarray(raw[key])).max() > 1e-5, key
 
 
-def test_train_run_takes_the_option_resumes_and_exports(tmp_path):
+def test_train_run_takes_the_option_resumes_and_exports(train_run, tmp_path):
     """--ema_decay through train.run in bf16: a run, its resumption from the
     checkpoint, and the export (verified in a fresh process)."""
     workdir, base_path = str(tmp_path / "work"), str(tmp_path / "serving")
     args = ["--model=dcgan", f"--workdir={workdir}", "--dataset=digits", "--batch_size=16",
             "--steps_per_epoch=2", "--latent_dim=4", "--ema_decay=0.9", "--mixed_precision=bf16",
             "--verbose=0"]
-    first = run_module("train.run", *args, "--epochs=1")
+    first = train_run(*args, "--epochs=1")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_module("train.run", *args, "--epochs=2", f"--export_base={base_path}")
+    second = train_run(*args, "--epochs=2", f"--export_base={base_path}")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr
     assert os.listdir(os.path.join(base_path, "dcgan")) == ["1"]

@@ -145,9 +145,9 @@ def test_theory_plot_is_written(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
+def vae_run(tmp_path_factory, train_run):
     workdir = str(tmp_path_factory.mktemp("vae") / "w")
-    proc = run_module("train.run", "--model=vae", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
+    proc = train_run("--model=vae", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir
 
@@ -162,8 +162,7 @@ def test_interpolate_writes_rows_of_real_ends_and_decoded_codes(vae_run, tmp_pat
 
 
 def test_arithmetic_writes_the_vector_additions(vae_run):
-    proc = run_module("train.explore", f"--workdir={vae_run}", "--arithmetic")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    explore.run(vae_run, ["arithmetic"])  # (the command itself: test_interpolate_writes_rows_of_real_ends_...)
     explore_dir = os.path.join(vae_run, "explore")
     assert Image.open(os.path.join(explore_dir, "arithmetic.png")).size == grid_size(rows=10, columns=4)
     class_means = Image.open(os.path.join(explore_dir, "arithmetic_class_means.png"))
@@ -177,9 +176,9 @@ def test_arithmetic_of_given_triples(vae_run, tmp_path):
     assert Image.open(written[0][0]).size == grid_size(rows=2, columns=4)
 
 
-def test_a_gan_interpolates_prior_draws_but_has_no_arithmetic(tmp_path):
+def test_a_gan_interpolates_prior_draws_but_has_no_arithmetic(train_run, tmp_path):
     workdir = tmp_path / "gan"
-    proc = run_module("train.run", "--model=gan", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
+    proc = train_run("--model=gan", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_module("train.explore", f"--workdir={workdir}", "--arithmetic")
     assert proc.returncode == 2

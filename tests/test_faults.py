@@ -38,15 +38,15 @@ def last_line(proc):
     return proc.stderr.strip().splitlines()[-1]
 
 
-def test_keep_checkpoints_bounds_disk_use_and_a_half_written_checkpoint_is_ignored(trained, tmp_path):
+def test_keep_checkpoints_bounds_disk_use_and_a_half_written_checkpoint_is_ignored(trained, train_run, tmp_path):
     workdir = copy_of(trained, tmp_path)  # checkpoints of steps 2 and 4
-    proc = run_module("train.run", *BASE, "--epochs=4", "--keep_checkpoints=2", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=4", "--keep_checkpoints=2", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ckpts(workdir) == [6, 8]
     # A crash while saving step 10: its files exist, the `checkpoint` index was not yet updated.
     for suffix in (".index", ".data-00000-of-00001"):
         (workdir / "checkpoints" / f"ckpt-10{suffix}").write_bytes(b"half written")
-    proc = run_module("train.run", *BASE, "--epochs=5", "--keep_checkpoints=2", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=5", "--keep_checkpoints=2", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"resumed from \S+ckpt-8 at epoch 4", proc.stderr), proc.stderr[-2000:]
 
@@ -78,10 +78,10 @@ def history(workdir):
     return [int(line.split(",")[0]) for line in lines[1:]]
 
 
-def test_a_damaged_checkpoint_index_resumes_from_the_newest_checkpoint(trained, tmp_path):
+def test_a_damaged_checkpoint_index_resumes_from_the_newest_checkpoint(trained, train_run, tmp_path):
     workdir = copy_of(trained, tmp_path)
     (workdir / "checkpoints" / "checkpoint").write_text("garbage")
-    proc = run_module("train.run", *BASE, "--epochs=3", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=3", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"resuming from \S+ckpt-4 \(the newest checkpoint that restores\)", proc.stderr)
     assert ckpts(workdir)[-1] == 6 and 4 in ckpts(workdir)  # nothing of the old lineage overwritten
@@ -97,7 +97,7 @@ def test_a_workdir_with_history_but_no_checkpoint_refuses_to_start_over_without_
     proc = train_run(*BASE, "--epochs=2", f"--workdir={workdir}")
     assert proc.returncode == 2 and "has a history of 2 epochs but no checkpoint" in last_line(proc)
     assert "--restart" in last_line(proc) and (workdir / "history.csv").read_text() == old
-    proc = run_module("train.run", *BASE, "--epochs=1", "--restart", f"--workdir={workdir}")
+    proc = train_run(*BASE, "--epochs=1", "--restart", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert history(workdir) == [0]
     (aside,) = workdir.glob("history.before-restart-*.csv")
@@ -137,12 +137,12 @@ def test_a_failed_restore_leaves_config_json_untouched(trained, train_run, tmp_p
     assert (workdir / "config.json").stat().st_mtime_ns == before
 
 
-def test_a_run_killed_after_its_last_checkpoint_finishes_on_rerun(trained, tmp_path):
+def test_a_run_killed_after_its_last_checkpoint_finishes_on_rerun(trained, train_run, tmp_path):
     """Killed between the last epoch's checkpoint and model.keras: the rerun has
     no epoch to train, still fits the sampler, redraws the grid, saves and exports."""
     workdir, base = copy_of(trained, tmp_path), tmp_path / "b"
     (workdir / "model.keras").unlink()
-    proc = run_module("train.run", *BASE, "--epochs=2", f"--workdir={workdir}", f"--export_base={base}")
+    proc = train_run(*BASE, "--epochs=2", f"--workdir={workdir}", f"--export_base={base}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (workdir / "model.keras").exists() and (base / "ae" / "1" / "saved_model.pb").exists()
     assert history(workdir) == [0, 1]

@@ -10,7 +10,6 @@ from scipy.special import ndtr, ndtri
 
 import keras
 import zoo
-from conftest import run_module
 from export import saved_model
 from zoo import samplers
 
@@ -184,9 +183,9 @@ def test_export_serves_the_fitted_gmm(fitted_vae, tmp_path):
     assert np.abs(served - model.generate(z, sampler="prior").numpy()).max() > 1e-3  # the gmm, not p(z)
 
 
-def test_train_run_fits_the_sampler_it_saves_and_exports(tmp_path):
+def test_train_run_fits_the_sampler_it_saves_and_exports(train_run, tmp_path):
     workdir, base = tmp_path / "w", tmp_path / "serving"
-    proc = run_module("train.run", "--model=vae", "--sampler=gmm", "--sampler_components=3", "--net=mlp",
+    proc = train_run("--model=vae", "--sampler=gmm", "--sampler_components=3", "--net=mlp",
                       f"--latent_dim={LATENT}", "--dataset=digits", "--epochs=1", "--steps_per_epoch=4",
                       "--batch_size=32", "--verbose=0", f"--workdir={workdir}", f"--export_base={base}",
                       "--mixed_precision=off")  # float32: compared to 1e-5 below

@@ -6,8 +6,12 @@ test worker instead of once per command. Reads one JSON request per line,
 as app.run calls it (tests/test_cli.py runs the real command too). An
 exception other than SystemExit is answered with code 1 and its traceback.
 
-For command lines that stop before or soon after building a model (bad input,
-refused workdirs, failed restores); runs that train keep their own process."""
+For command lines that stop before training (bad input, refused workdirs,
+failed restores) and short runs of a few steps; every run builds its own model
+and seeds its own RNGs, and the dtype policy is reset after each. What needs a
+process of its own keeps one: kills and signals, resource limits, several
+workers, the real command line (tests/test_cli.py, test_resume.py,
+test_crash_loop.py, test_multi_worker.py)."""
 
 import contextlib
 import io
@@ -20,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 from absl import logging  # noqa: E402
 
 from train import run  # noqa: E402
@@ -42,11 +47,13 @@ def answer(argv, cwd):
                 code = 1
     finally:
         handler.stream = stream
+        keras.mixed_precision.set_global_policy("float32")
         os.chdir(ROOT)
     return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
 def main():
+    logging.use_absl_handler()  # as app.run does: warnings such as "resumed from ..." go to the handler
     protocol = sys.stdout  # train.run's own prints are captured per request
     for line in sys.stdin:
         request = json.loads(line)
