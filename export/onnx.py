@@ -24,11 +24,16 @@ import tensorflow as tf  # noqa: E402
 from train import cli  # noqa: E402  (no zoo import: the conversion must not need it)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("export_dir", None, "a version directory written by export.run or train.run")
-flags.DEFINE_string("output_dir", None, "where the .onnx files go (default: <export_dir>.onnx)")
-flags.DEFINE_integer("opset", 17, "ONNX opset")
-flags.DEFINE_float("atol", 1e-5, "largest difference from the SavedModel a converted signature may have")
-flags.DEFINE_list("signatures", None, "signatures to convert (default: all)")
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program, so that
+    other programs (and tests) can import this module."""
+    flags.DEFINE_string("export_dir", None, "a version directory written by export.run or train.run")
+    flags.DEFINE_string("output_dir", None, "where the .onnx files go (default: <export_dir>.onnx)")
+    flags.DEFINE_integer("opset", 17, "ONNX opset")
+    flags.DEFINE_float("atol", 1e-5, "largest difference from the SavedModel a converted signature may have")
+    flags.DEFINE_list("signatures", None, "signatures to convert (default: all)")
 
 SKIP = ("serving_default", "serve")  # aliases of the first signature
 
@@ -110,7 +115,7 @@ def convert(export_dir, output_dir=None, opset=17, atol=1e-5, signatures=None):
 
 
 def main(argv):
-    # (not a required flag: importing this module must not constrain other programs' flags)
+    # (not a required flag: its message is this one line)
     if not FLAGS.export_dir or not os.path.exists(os.path.join(FLAGS.export_dir, "saved_model.pb")):
         cli.fail(f"no SavedModel in {FLAGS.export_dir}; pass a version directory such as B/vae/1")
     try:
@@ -132,4 +137,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

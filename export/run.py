@@ -20,13 +20,18 @@ from train import cli  # noqa: E402
 from train.workdir import WorkdirError, load_trained, write_text  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras")
-flags.DEFINE_string("export_base", None, "TF Serving base path", required=True)
-flags.DEFINE_integer("version", None, "version number (default: the next one)")
-flags.DEFINE_enum("serving_precision", "float32", list(PRECISIONS),
-                  "precision the exported graphs compute in, whatever trained the model")
-flags.DEFINE_string("model_config", None, "also write TF Serving's model_config_list for every model under "
-                    "--export_base to this file")
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program, so that
+    other programs (and tests) can import this module."""
+    flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras")
+    flags.DEFINE_string("export_base", None, "TF Serving base path", required=True)
+    flags.DEFINE_integer("version", None, "version number (default: the next one)")
+    flags.DEFINE_enum("serving_precision", "float32", list(PRECISIONS),
+                      "precision the exported graphs compute in, whatever trained the model")
+    flags.DEFINE_string("model_config", None, "also write TF Serving's model_config_list for every model under "
+                        "--export_base to this file")
 
 
 def export_workdir(workdir, export_base, version=None, serving_precision="float32"):
@@ -58,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

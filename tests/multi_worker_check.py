@@ -29,6 +29,7 @@ def main():
         return trained[-1]
 
     run.train = keep
+    run.define_flags()
     try:
         app.run(run.main, argv=["train.run", *flags], flags_parser=run.parse_flags)
     except SystemExit as e:

@@ -50,6 +50,7 @@ def parsed_by_train_run(argv):
     """train.run's flags (a copy) after parsing the options of a train.run argv."""
     from train import run
 
+    run.define_flags()
     assert argv[:3] == [sys.executable, "-m", "train.run"]
     values = copy.deepcopy(run.FLAGS)
     values(["train.run", *argv[3:]])

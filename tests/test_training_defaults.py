@@ -11,6 +11,8 @@ import pytest
 import zoo
 from train import run
 
+run.define_flags()  # the command's flags, which these tests parse (copies of)
+
 
 def cases():
     for name in zoo.names():

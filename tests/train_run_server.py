@@ -53,6 +53,7 @@ def answer(argv, cwd):
 
 
 def main():
+    run.define_flags()
     logging.use_absl_handler()  # as app.run does: warnings such as "resumed from ..." go to the handler
     protocol = sys.stdout  # train.run's own prints are captured per request
     for line in sys.stdin:

@@ -37,15 +37,21 @@ from train import cli  # noqa: E402
 from train import precision  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "dcgan", f"model to measure: {', '.join(zoo.names())}")
-flags.DEFINE_integer("batch_size", 256, "training batch size")
-flags.DEFINE_integer("image_size", 28, "square image size")
-flags.DEFINE_integer("channels", 1, "image channels")
-flags.DEFINE_integer("steps", 50, "timed training steps (the reference runs this many, then twice as many)")
-flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "compute dtype policy (as train.run's)")
-flags.DEFINE_bool("vs_reference", False, "also run the reference DCGAN step and print the ratio")
-flags.DEFINE_string("reference", None, "path of ref_tf_dcgan.py (default: ../shared/bench/ next to the repository)")
-flags.DEFINE_string("torch_python", None, "a Python with torch installed: also run ../shared/bench/ref_torch_dcgan.py with it")
+
+
+def define_flags():
+    """The command's flags, defined only when it runs as a program, so that
+    other programs (and tests) can import this module."""
+    flags.DEFINE_string("model", "dcgan", f"model to measure: {', '.join(zoo.names())}")
+    flags.DEFINE_integer("batch_size", 256, "training batch size")
+    flags.DEFINE_integer("image_size", 28, "square image size")
+    flags.DEFINE_integer("channels", 1, "image channels")
+    flags.DEFINE_integer("steps", 50, "timed training steps (the reference runs this many, then twice as many)")
+    flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "compute dtype policy (as train.run's)")
+    flags.DEFINE_bool("vs_reference", False, "also run the reference DCGAN step and print the ratio")
+    flags.DEFINE_string("reference", None, "path of ref_tf_dcgan.py (default: ../shared/bench/ next to the repository)")
+    flags.DEFINE_string("torch_python", None, "a Python with torch installed: also run ../shared/bench/ref_torch_dcgan.py with it")
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,4 +182,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

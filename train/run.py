@@ -6,6 +6,7 @@ the same command resumes from the workdir's last checkpoint.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -27,38 +28,49 @@ from train import workdir as workdirs  # noqa: E402
 FLAGS = flags.FLAGS
 TRAINING = ("epochs", "batch_size", "learning_rate", "lr_decay")
 
-flags.DEFINE_string("model", "vae", f"model to train: {', '.join(zoo.names())}")
-flags.DEFINE_string("dataset", "mnist5k", f"{', '.join(data.OFFLINE)} (offline) or a tfds image dataset")
-flags.DEFINE_integer("image_size", None, "resize images to this square size")
-flags.DEFINE_integer("epochs", None, "epochs to train in all (default: the model's)")
-flags.DEFINE_integer("batch_size", None, "global batch size (default: the model's)")
-flags.DEFINE_float("learning_rate", None, "learning rate (default: the model's)")
-flags.DEFINE_enum("lr_decay", None, callbacks.LR_DECAYS, "decay every optimizer's learning rate over the "
-                  "run's --epochs, to 0 at the end (default: the model's)")
-flags.DEFINE_integer("steps_per_epoch", None, "cut epochs short (for smoke runs)")
-flags.DEFINE_string("workdir", None, "where the run lives (default: runs/<model>-<dataset>)")
-flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
-flags.DEFINE_bool("deterministic", False, "deterministic ops: a resumed run ends with the weights of an uninterrupted one")
-flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
-flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
-flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units (AVX512-BF16 or AMX), else float32; off: float32")
-flags.DEFINE_string("export_base", None, "also export the trained model for TF Serving under this base path")
-flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch")
-flags.DEFINE_float("max_minutes", None, "stop at the end of the first epoch that ends past this many minutes of training")
-flags.DEFINE_bool("track_fcd", False, "after every epoch, add the FCD of 500 samples (and its floor) to history.csv")
-flags.DEFINE_string("eval_cache_dir", None, "where --track_fcd caches its classifier (default: train.evaluate's)")
-flags.DEFINE_bool("restart", False, "start over in a workdir whose history has epochs but which has no checkpoint "
-                  "(the old history.csv is renamed, never deleted)")
 
-
-def _model_option_flags():
-    """One flag per model option, from the union of the registered Configs; an
-    option that several models have lists which models take it (and their choices)."""
+def _model_option_fields():
+    """{option: [(model name, its Config's field)]}: the union of the registered Configs."""
     fields = {}
     for name in zoo.names():
         for field in dataclasses.fields(zoo.get(name).Config):
             fields.setdefault(field.name, []).append((name, field))
-    for option_name, uses in fields.items():
+    return fields
+
+
+MODEL_OPTIONS = tuple(_model_option_fields())
+
+
+@functools.cache  # once per process: tests parse several command lines
+def define_flags():
+    """The command's flags, defined when it runs as a program (and by tests that
+    parse its command lines), not on import, so that any program can import this
+    module, as train.evaluate, train.explore and export.run define theirs. One
+    flag per model option; an option that several models have lists which
+    models take it (and their choices)."""
+    flags.DEFINE_string("model", "vae", f"model to train: {', '.join(zoo.names())}")
+    flags.DEFINE_string("dataset", "mnist5k", f"{', '.join(data.OFFLINE)} (offline) or a tfds image dataset")
+    flags.DEFINE_integer("image_size", None, "resize images to this square size")
+    flags.DEFINE_integer("epochs", None, "epochs to train in all (default: the model's)")
+    flags.DEFINE_integer("batch_size", None, "global batch size (default: the model's)")
+    flags.DEFINE_float("learning_rate", None, "learning rate (default: the model's)")
+    flags.DEFINE_enum("lr_decay", None, callbacks.LR_DECAYS, "decay every optimizer's learning rate over the "
+                      "run's --epochs, to 0 at the end (default: the model's)")
+    flags.DEFINE_integer("steps_per_epoch", None, "cut epochs short (for smoke runs)")
+    flags.DEFINE_string("workdir", None, "where the run lives (default: runs/<model>-<dataset>)")
+    flags.DEFINE_integer("seed", 0, "seed of weights, noise and data order")
+    flags.DEFINE_bool("deterministic", False, "deterministic ops: a resumed run ends with the weights of an uninterrupted one")
+    flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
+    flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
+    flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units (AVX512-BF16 or AMX), else float32; off: float32")
+    flags.DEFINE_string("export_base", None, "also export the trained model for TF Serving under this base path")
+    flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch")
+    flags.DEFINE_float("max_minutes", None, "stop at the end of the first epoch that ends past this many minutes of training")
+    flags.DEFINE_bool("track_fcd", False, "after every epoch, add the FCD of 500 samples (and its floor) to history.csv")
+    flags.DEFINE_string("eval_cache_dir", None, "where --track_fcd caches its classifier (default: train.evaluate's)")
+    flags.DEFINE_bool("restart", False, "start over in a workdir whose history has epochs but which has no checkpoint "
+                      "(the old history.csv is renamed, never deleted)")
+    for option_name, uses in _model_option_fields().items():
         field = uses[0][1]
         kind = field.type if isinstance(field.type, type) else type(field.default)
         define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
@@ -72,10 +84,6 @@ def _model_option_flags():
             for choices, models in by_choices.items()
         )
         define(option_name, None, f"model option: {field.metadata.get('help', '')} [{where}]")
-    return tuple(fields)
-
-
-MODEL_OPTIONS = _model_option_flags()
 
 
 class RunError(Exception):
@@ -536,4 +544,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=parse_flags)
