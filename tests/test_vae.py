@@ -4,6 +4,7 @@ import tensorflow as tf
 import keras
 
 import zoo
+from conftest import run_mirrored_check
 from zoo import distributions
 from train import data
 
@@ -165,3 +166,14 @@ def test_vae_iwae_bound_is_non_decreasing_in_k(digits):
     elbo = -float(np.mean([tf.add_n(model.elbo_terms(x, seed=[i, 9])).numpy().mean() for i in range(20)]))
     assert abs(bounds[0] - elbo) < 0.5, (bounds[0], elbo)  # K = 1 is the ELBO
     assert bounds[0] < bounds[1] < bounds[2], bounds
+
+
+def test_ae_mirrored_strategy_matches_one_device():
+    """2 replicas on a global batch make the update one device makes on it
+    (tests/mirrored_check.py; the AE's step draws no noise, the VAE's draws it
+    per replica). Its loss sums 64 pixels per example, so float32 rounding
+    reaches ~2e-5: the bar is relative to how far the steps moved the weights,
+    far below the factor-2 error of a mean over one replica's half batch."""
+    result = run_mirrored_check("ae")["ae"]
+    assert result["moved"] > 1e-3, result
+    assert result["max_diff"] < 1e-3 * result["moved"], result
