@@ -38,7 +38,9 @@ def _model_option_fields():
     return fields
 
 
-MODEL_OPTIONS = tuple(_model_option_fields())
+# Read once, at import: resolve() reads exactly the options that define_flags() makes flags of.
+_OPTION_FIELDS = _model_option_fields()
+MODEL_OPTIONS = tuple(_OPTION_FIELDS)
 
 
 @functools.cache  # once per process: tests parse several command lines
@@ -70,7 +72,7 @@ def define_flags():
     flags.DEFINE_string("eval_cache_dir", None, "where --track_fcd caches its classifier (default: train.evaluate's)")
     flags.DEFINE_bool("restart", False, "start over in a workdir whose history has epochs but which has no checkpoint "
                       "(the old history.csv is renamed, never deleted)")
-    for option_name, uses in _model_option_fields().items():
+    for option_name, uses in _OPTION_FIELDS.items():
         field = uses[0][1]
         kind = field.type if isinstance(field.type, type) else type(field.default)
         define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
