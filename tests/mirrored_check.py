@@ -42,7 +42,7 @@ OTHER_CASES = {
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),
-    "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp")),
+    "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp", update="simultaneous")),
     # The moving averages of zoo.ema (model weights too, so compared with the rest).
     "dcgan_ema": ("dcgan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
     "bigan_ema": ("bigan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),

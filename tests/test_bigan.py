@@ -10,7 +10,7 @@ import tensorflow as tf
 import keras
 from conftest import run_mirrored_check, unchanged, weights
 import zoo
-from zoo import losses
+from zoo import base, bigan, losses
 from zoo.bigan import BiGAN
 
 SHAPE = (8, 8, 1)
@@ -87,6 +87,30 @@ def test_ge_step_lowers_ge_loss_only(digits64, net):
     _, after = mean_losses(model, x)
     assert after < before - 0.1, (before, after)
     assert unchanged(d, model.discriminator)
+
+
+def test_simultaneous_step_takes_both_gradients_at_the_current_players(digits64):
+    """update=simultaneous: D moves by -lr * grad_D mean d_loss and (G, E) by
+    -lr * grad_(G,E) mean ge_loss, both at the (D, G, E) of before the step, on one z."""
+    model = build(update="simultaneous")
+    model.compile(d_optimizer=keras.optimizers.SGD(0.1), ge_optimizer=keras.optimizers.SGD(0.1))
+    x, y = digits64
+    players = model.optimizer_variables()
+    d_vars, ge_vars = players["d_optimizer"], players["ge_optimizer"]
+    seed = base.step_seed(model.seed, 0, bigan._D_NOISE)  # the first step's noise
+    with tf.GradientTape(persistent=True) as tape:
+        real, fake = model.logits(x, seed, training=True)
+        d_loss, ge_loss = tf.reduce_mean(model.d_loss(real, fake)), tf.reduce_mean(model.ge_loss(real, fake))
+    expected = [v.numpy() - 0.1 * g.numpy() for v, g in zip(d_vars, tape.gradient(d_loss, d_vars))]
+    expected += [v.numpy() - 0.1 * g.numpy() for v, g in zip(ge_vars, tape.gradient(ge_loss, ge_vars))]
+    before = [v.numpy() for v in d_vars + ge_vars]
+    out = model.train_step((x, y))
+    assert int(model.d_optimizer.iterations) == 1 and int(model.ge_optimizer.iterations) == 1
+    np.testing.assert_allclose(float(out["ge_loss"]), float(ge_loss), rtol=1e-5)
+    for v, e in zip(d_vars + ge_vars, expected):
+        np.testing.assert_allclose(v.numpy(), e, atol=1e-5)
+    moved = [float(np.max(np.abs(v.numpy() - b))) for v, b in zip(d_vars + ge_vars, before)]
+    assert max(moved[: len(d_vars)]) > 1e-4 and max(moved[len(d_vars):]) > 1e-4
 
 
 def test_shapes_and_ranges(digits64):
@@ -175,7 +199,7 @@ def test_mixed_precision(digits64):
 def test_mirrored_strategy_matches_one_device():
     """2 replicas on a global batch make the updates one device makes on it
     (bigan_ema: conv nets, the generator's synchronized batch norm, and G's and E's
-    moving averages; mlp; bigan_aug: DiffAugment's draws of the global batch). The
+    moving averages; mlp with the simultaneous update; bigan_aug: DiffAugment's draws of the global batch). The
     default options are each case's without its lever, so no case runs them alone."""
     result = run_mirrored_check("bigan_ema", "bigan_mlp", "bigan_aug")
     assert set(result) == {"bigan_ema", "bigan_mlp", "bigan_aug"}

@@ -2,6 +2,7 @@
 correct under tf.distribute, label handling and the typed specs of the serving
 signatures. Model-specific maths lives in each model's own file."""
 
+import contextlib
 import dataclasses
 
 import keras
@@ -83,6 +84,36 @@ def minimize(optimizer, variables, loss_fn):
         per_example = out[0] if isinstance(out, tuple) else out
         loss = optimizer.scale_loss(global_mean(per_example))
     optimizer.apply(tape.gradient(loss, variables), variables)
+    return out
+
+
+UPDATES = ("alternating", "simultaneous")  # how an adversarial train step makes its updates
+UPDATE_HELP = (
+    "alternating: D then the other players on fresh noise (Algorithm 1); "
+    "simultaneous: every update from one forward pass (faster)"
+)
+
+
+def minimize_simultaneously(players, loss_fn):
+    """A simultaneous gradient step of several players, each on its own loss,
+    from one forward pass:
+
+        w_p <- w_p - step_p(grad_{w_p} (1/B_global) sum_i l_{p,i}(w))   for every player p,
+
+    every gradient taken at the weights of before the step. players is a list of
+    (optimizer, variables); loss_fn() returns a tuple whose first len(players)
+    elements are the players' per-example losses [B], in the players' order.
+    Each loss is scaled and its gradients unscaled as in `minimize`. Returns
+    what loss_fn returned (the losses before the update)."""
+    with contextlib.ExitStack() as stack:
+        tapes = [stack.enter_context(tf.GradientTape()) for _ in players]
+        out = loss_fn()
+        scaled = [optimizer.scale_loss(global_mean(l)) for (optimizer, _), l in zip(players, out)]
+    # Inside a tf.function the backward graph holds only what each gradient
+    # needs, so a tape recording the other players' losses costs no compute.
+    grads = [tape.gradient(loss, variables) for tape, loss, (_, variables) in zip(tapes, scaled, players)]
+    for (optimizer, variables), g in zip(players, grads):
+        optimizer.apply(g, variables)
     return out
 
 def step_seed(base_seed, step, stream):
