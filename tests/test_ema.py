@@ -112,11 +112,19 @@ def policy(name):
 # the option
 
 
+def test_a_gan_saved_before_its_average_was_the_default_loads_without_one():
+    new = zoo.build("gan", image_shape=SHAPE)
+    assert new.config.ema_decay == 0.999 and new.ema_pairs("generator")
+    config = {k: v for k, v in new.get_config().items() if k != "ema_decay"}
+    old = zoo.GAN.from_config(config)
+    assert old.config.ema_decay == 0.0 and not [w for w in old.weights if "ema_" in w.path]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_off_adds_no_weights(case):
     name, _ = CASES[case]
     # on by default only where train.report measured that it helps
-    assert zoo.default_config(name)["ema_decay"] == {"cgan": 0.999, "aae": 0.995, "dcgan": 0.999,
+    assert zoo.default_config(name)["ema_decay"] == {"gan": 0.999, "cgan": 0.999, "aae": 0.995, "dcgan": 0.999,
                                                      "bigan": 0.999}.get(name, 0.0)
     off = build(case, decay=0.0)
     assert not [w.path for w in off.weights if "ema_" in w.path]

@@ -79,7 +79,9 @@ class GANConfig:
         "generator's (two time-scale rule, Heusel et al. 2017)"
     )
     augment: str = option("", augment.HELP)
-    ema_decay: float = option(0.0, ema.HELP)
+    # gan's default run (140 epochs): FCD 20.3 from the average against 24.9
+    # from the same run's raw weights (README, "what was tried").
+    ema_decay: float = option(0.999, ema.HELP)
     width: float = option(1.0, "multiplier of every hidden layer's units or filters in G and D")
 
 
@@ -162,6 +164,8 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     # bfloat16 units (README, "Quality from real runs", also for minibatches of 32).
     training_defaults = {"epochs": 140, "batch_size": 64, "learning_rate": LEARNING_RATE}
     signature_names = ("generate", "discriminate")
+    # gan runs saved before its average was the default had none
+    legacy_options = {"ema_decay": 0.0}
     ema_networks = ("generator",)  # generate() uses G's moving average when ema_decay > 0
 
     @classmethod
