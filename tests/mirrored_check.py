@@ -36,9 +36,11 @@ CASES = {
 # Other models with several optimizers: case -> (model name, config). Fed
 # (images, labels) batches, as train.run feeds every model.
 OTHER_CASES = {
-    # The AE's step draws no noise, so its update is the same numbers (the VAE's
-    # draws its noise per replica: the same law, not the same numbers).
+    # The autoencoders: the VAE's z = mu + L eps with eps sliced from one draw
+    # for the global batch, as the GANs' noise (banded posterior, gmm prior).
     "ae": ("ae", dict(latent_dim=4)),
+    "vae": ("vae", dict(latent_dim=4)),
+    "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),

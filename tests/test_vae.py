@@ -168,12 +168,15 @@ def test_vae_iwae_bound_is_non_decreasing_in_k(digits):
     assert bounds[0] < bounds[1] < bounds[2], bounds
 
 
-def test_ae_mirrored_strategy_matches_one_device():
+def test_autoencoders_mirrored_strategy_matches_one_device():
     """2 replicas on a global batch make the update one device makes on it
-    (tests/mirrored_check.py; the AE's step draws no noise, the VAE's draws it
-    per replica). Its loss sums 64 pixels per example, so float32 rounding
-    reaches ~2e-5: the bar is relative to how far the steps moved the weights,
-    far below the factor-2 error of a mean over one replica's half batch."""
-    result = run_mirrored_check("ae")["ae"]
-    assert result["moved"] > 1e-3, result
-    assert result["max_diff"] < 1e-3 * result["moved"], result
+    (tests/mirrored_check.py: the AE; the VAE, whose eps is each replica's slice
+    of one draw; the CVAE with the banded posterior and the gmm prior). Their
+    losses sum 64 pixels per example, so float32 rounding reaches ~2e-5: the bar
+    is relative to how far the steps moved the weights, far below the factor-2
+    error of a mean over one replica's half batch."""
+    result = run_mirrored_check("ae", "vae", "cvae_banded_gmm")
+    assert set(result) == {"ae", "vae", "cvae_banded_gmm"}
+    for name, r in result.items():
+        assert r["moved"] > 1e-3, (name, r)
+        assert r["max_diff"] < 1e-3 * r["moved"], (name, r)

@@ -66,7 +66,7 @@ def test_warmup_step_is_the_gradient_of_the_weighted_objective():
         model.compile(optimizer=keras.optimizers.SGD(0.1))
     with tf.GradientTape() as tape:
         q = plain.posterior(images)
-        z = q.sample(seed=plain._step_seed())
+        z = plain.posterior_sample(q, plain._step_seed())
         rec = -plain.likelihood(z).log_prob(images)
         loss = tf.reduce_mean(rec + 0.1 * plain.kl(q, z))
     grads = tape.gradient(loss, plain.trainable_variables)

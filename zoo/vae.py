@@ -175,10 +175,18 @@ class VAE(samplers.CodeSampler, base.ZooModel):
         """Per-example (-log p(x|z), KL(q(z|x) || p(z))) with z ~ q(z|x) reparameterised."""
         return self._elbo_parts(images, labels, seed)[1:]
 
+    def posterior_sample(self, q, seed=None):
+        """z ~ q(z|x) reparameterised: z = mu + L eps, eps this replica's slice of
+        one N(0, I) draw for the global batch from `seed` (base.replica_normal),
+        so that N replicas draw what one device draws; a fresh draw when seed is None."""
+        if seed is None:
+            return q.sample()
+        return q.bijector.forward(base.replica_normal(tf.shape(q.loc)[0], self.latent_dim, seed))
+
     def _elbo_parts(self, images, labels, seed):
         """(q(z|x), -log p(x|z), KL) per example at one reparameterised z ~ q(z|x)."""
         q = self.posterior(images, labels)
-        z = q.sample(seed=seed)
+        z = self.posterior_sample(q, seed)
         reconstruction = -self.likelihood(z, labels).log_prob(images)
         return q, reconstruction, self.kl(q, z)
 
@@ -210,8 +218,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
     # -- training --------------------------------------------------------------
     def _step_seed(self):
-        seed = base.step_seed(self.seed, self.optimizer.iterations, stream=0)
-        return base.replica_seed(seed)
+        return base.step_seed(self.seed, self.optimizer.iterations, stream=0)
 
     def train_step(self, data):
         images, labels = base.unpack(data)
