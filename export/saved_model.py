@@ -145,7 +145,7 @@ def export(model, export_base, name, version=None, verify=True, serving_precisio
                 raise ExportError(f"cannot write the SavedModel under {model_dir} ({write_failure(e)}); free disk space "
                                   f"or fix permissions, then rerun the export (nothing was published)") from None
             if verify:
-                _verify(tmp, signatures, model.num_classes)
+                verify_in_fresh_process([(tmp, signatures, model.num_classes)])
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -189,23 +189,29 @@ def _die_with_parent():
         pass
 
 
-def _verify(path, signatures, num_classes):
-    """Calls every signature of the SavedModel at `path` in a fresh process and
-    compares with the in-memory functions."""
-    inputs, expected = {}, {}
-    for sig_name, fn in signatures.items():
-        x = example_inputs(fn, num_classes)
-        out = fn(*x.values())  # positional: the Python names may differ from the served ones
-        for k, v in x.items():
-            inputs[f"{sig_name}/{k}"] = v
-        for k, v in out.items():
-            v = np.asarray(v)
-            expected[f"{sig_name}/{k}"] = v.astype(bytes) if v.dtype == object else v  # npz: no pickles
-    io_path = path + ".io.npz"
-    np.savez(io_path, **{f"in:{k}": v for k, v in inputs.items()}, **{f"out:{k}": v for k, v in expected.items()})
+def verify_in_fresh_process(exports):
+    """Calls every signature of each SavedModel in one fresh process, as a
+    server loads it (export.verify: TensorFlow only), compares the answers with
+    the in-memory functions and replays the warmup requests. exports: a list
+    of (SavedModel path, {name: typed tf.function}, num_classes). Raises
+    ExportError naming the first SavedModel that fails."""
+    args = []
+    for path, signatures, num_classes in exports:
+        inputs, expected = {}, {}
+        for sig_name, fn in signatures.items():
+            x = example_inputs(fn, num_classes)
+            out = fn(*x.values())  # positional: the Python names may differ from the served ones
+            for k, v in x.items():
+                inputs[f"{sig_name}/{k}"] = v
+            for k, v in out.items():
+                v = np.asarray(v)
+                expected[f"{sig_name}/{k}"] = v.astype(bytes) if v.dtype == object else v  # npz: no pickles
+        io_path = path + ".io.npz"
+        np.savez(io_path, **{f"in:{k}": v for k, v in inputs.items()}, **{f"out:{k}": v for k, v in expected.items()})
+        args += [path, io_path]
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "export.verify", path, io_path],
+            [sys.executable, "-m", "export.verify", *args],
             capture_output=True,
             text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -213,7 +219,15 @@ def _verify(path, signatures, num_classes):
             preexec_fn=_die_with_parent,
         )
     finally:
-        os.remove(io_path)
+        for io_path in args[1::2]:
+            os.remove(io_path)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ExportError(f"the SavedModel at {path} failed its check in a fresh process: {tail[0]}")
+        raise ExportError(f"the SavedModel at {first_unverified(proc.stdout, args[0::2])} failed its check in a "
+                          f"fresh process: {tail[0]}")
+
+
+def first_unverified(stdout, paths):
+    """The first of `paths` that export.verify's output does not report verified."""
+    done = {line.split(" of ", 1)[1] for line in stdout.splitlines() if line.startswith("verified ")}
+    return next((p for p in paths if p not in done), paths[-1])

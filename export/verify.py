@@ -1,4 +1,4 @@
-"""python -m export.verify SAVED_MODEL_DIR IO.npz
+"""python -m export.verify SAVED_MODEL_DIR IO.npz [SAVED_MODEL_DIR IO.npz ...]
 
 Loads a SavedModel the way a server does (TensorFlow only: this module never
 imports zoo or keras), calls each signature on the inputs stored in IO.npz
@@ -60,4 +60,8 @@ def replay_warmup(path, loaded):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    pairs = sys.argv[1:]
+    if not pairs or len(pairs) % 2:
+        raise SystemExit("usage: python -m export.verify SAVED_MODEL_DIR IO.npz [SAVED_MODEL_DIR IO.npz ...]")
+    for i in range(0, len(pairs), 2):
+        main(pairs[i], pairs[i + 1])

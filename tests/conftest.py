@@ -152,8 +152,8 @@ def _calls_slow(fn, seen=None):
 LONGEST_FIRST = (
     "test_cli.py", "test_ema.py", "test_crash_loop.py", "test_serving.py", "test_resume.py",
     "test_faults_io.py", "test_gan.py", "test_faults.py", "test_cli_models.py", "test_explore.py",
-    "test_report.py", "test_aae.py", "test_vae.py", "test_bigan.py", "test_samplers.py",
-    "test_multi_worker.py", "test_latent.py", "test_contract.py", "test_export.py", "test_gan_levers.py",
+    "test_report.py", "test_contract.py", "test_aae.py", "test_vae.py", "test_bigan.py", "test_samplers.py",
+    "test_multi_worker.py", "test_latent.py", "test_export.py", "test_gan_levers.py",
 )
 
 

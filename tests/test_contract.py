@@ -6,8 +6,11 @@ and for a toy model registered here at test time, which needs no other file:
 - the config round trip (get_config / from_config) rebuilds the same model;
 - a .keras file and a tf.train.Checkpoint bring back identical outputs;
 - every serving signature it declares (and sample, sample_png) runs on
-  example inputs in this process; the exports in a fresh process are in
-  test_serving.py and test_cli_models.py.
+  example inputs in this process, and its SavedModel answers them alike in a
+  fresh process that loads it as a server does (TensorFlow only);
+- its train step on two replicas of a MirroredStrategy makes the update of one
+  device: every model has a case in tests/mirrored_check.py, run by its own
+  test file (the toy, registered in this process only, is left out).
 """
 
 import dataclasses
@@ -17,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import mirrored_cases
 import zoo
 from export import saved_model
 from zoo import autoencoder, registry
@@ -124,3 +128,20 @@ def test_declared_signatures_run(name, with_toy):
                 assert value.shape == (3, *SHAPE) and np.all((value >= 0) & (value <= 1)), signature_name
             elif value.dtype != object:  # PNG bytes aside
                 assert np.all(np.isfinite(value)), (signature_name, key)
+
+
+def test_every_export_answers_in_a_fresh_process(with_toy, tmp_path):
+    """All the models' SavedModels, checked in one fresh process (export.verify)."""
+    exports = []
+    for name in names_with_toy():
+        model = tiny(name)
+        model.compile(**model.compile_defaults())
+        model.train_step(batch())  # trained weights, moving averages
+        path = saved_model.export(model, str(tmp_path), name, verify=False)
+        exports.append((path, model.serving_signatures(), CLASSES))
+    saved_model.verify_in_fresh_process(exports)  # raises ExportError naming the first that fails
+
+
+def test_every_model_has_a_mirrored_case():
+    covered = {mirrored_cases.case(c)[0] for c in [*mirrored_cases.CASES, *mirrored_cases.OTHER_CASES]}
+    assert set(zoo.names()) <= covered, set(zoo.names()) - covered

@@ -1,0 +1,40 @@
+"""The cases of tests/mirrored_check.py: case name -> (model name, config).
+A module of their own so that tests can read them without the check's device set-up."""
+
+# The GAN family: case (the model name) -> config.
+CASES = {
+    "gan": dict(latent_dim=8, d_dropout=0.0, d_steps=2),
+    "dcgan": dict(latent_dim=8, d_dropout=0.0),
+    "cgan": dict(latent_dim=8, d_dropout=0.0),
+}
+# Every other case: case -> (model name, config). Fed (images, labels) batches,
+# as train.run feeds every model.
+OTHER_CASES = {
+    # The autoencoders: the VAE's z = mu + L eps with eps sliced from one draw
+    # for the global batch, as the GANs' noise (banded posterior, gmm prior).
+    "ae": ("ae", dict(latent_dim=4)),
+    "vae": ("vae", dict(latent_dim=4)),
+    "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
+    "aae": ("aae", dict(latent_dim=4)),
+    "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
+    "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),
+    "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp", update="simultaneous")),
+    # The moving averages of zoo.ema (model weights too, so compared with the rest).
+    "dcgan_ema": ("dcgan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
+    "bigan_ema": ("bigan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
+    "aae_ema": ("aae", dict(latent_dim=4, ema_decay=0.5)),
+    # The GAN family's discriminator levers: the hinge loss with the R1 penalty,
+    # spectral normalisation (its power-iteration vectors are weights, compared
+    # with the rest) and DiffAugment (draws of the global batch, sliced).
+    "gan_hinge_r1": ("gan", dict(latent_dim=8, d_dropout=0.0, loss="hinge", r1_weight=1.0)),
+    "gan_aug_r1": ("gan", dict(latent_dim=8, d_dropout=0.0, augment="cutout,translation", r1_weight=0.5, d_steps=2)),
+    "dcgan_sn_aug": ("dcgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True, augment="translation,cutout")),
+    "cgan_sn": ("cgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True)),
+    "cgan_g_steps": ("cgan", dict(latent_dim=8, d_dropout=0.0, g_steps=2, update="simultaneous")),
+    "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout")),
+}
+
+
+def case(name):
+    """(model name, config) of a case."""
+    return OTHER_CASES[name] if name in OTHER_CASES else (name, CASES[name])
