@@ -5,6 +5,8 @@
 
 import dataclasses
 
+import keras
+
 from zoo.aae import AAE
 from zoo.autoencoder import AE
 from zoo.bigan import BiGAN
@@ -13,7 +15,7 @@ from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
 
 
-def build(name: str, image_shape=(28, 28, 1), num_classes: int = 10, **config):
+def build(name: str, image_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10, **config) -> keras.Model:
     """A new, untrained model of the zoo.
 
     Args:

@@ -190,13 +190,13 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         logits = self.averaged_call("decoder", z, training=training) if averaged else self.decoder(z, training=training)
         return tf.cast(logits, tf.float32)
 
-    def encode(self, images, labels=None):
+    def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self._codes(images, averaged=True)
 
-    def decode(self, z, labels=None):
+    def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return distributions.likelihood_mean(self._decoder_logits(z, averaged=True))
 
-    def reconstruct(self, images, labels=None):
+    def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.decode(self.encode(images))
 
     def prior_codes(self, eps, labels=None):
@@ -210,7 +210,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
             components = self.as_labels(labels, tf.shape(eps)[0])
         return self.prior_transform(eps, components)
 
-    def discriminate(self, z, labels=None):
+    def discriminate(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """D's probability [B] that z is a prior sample (not a code)."""
         z = tf.convert_to_tensor(z, tf.float32)
         return tf.reshape(tf.sigmoid(self.critic(self._critic_inputs(z, labels))), [-1])

@@ -53,13 +53,13 @@ class AE(samplers.CodeSampler, base.ZooModel):
         )
         self.built = True
 
-    def encode(self, images, labels=None):
+    def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.encoder(images)
 
-    def decode(self, z, labels=None):
+    def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return distributions.likelihood_mean(self.decoder(z))
 
-    def reconstruct(self, images, labels=None):
+    def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.decode(self.encode(images))
 
     def code_scale(self):

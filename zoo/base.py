@@ -10,6 +10,9 @@ import tensorflow as tf
 
 from zoo import serving
 
+# Type hint of the public API's inputs: tensors, numpy arrays, nested lists of numbers.
+TensorLike = tf.types.experimental.TensorLike
+
 KERAS_KWARGS = ("name", "trainable", "dtype")
 
 

@@ -93,23 +93,23 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
         self.built = True
 
     # -- what the model can do ----------------------------------------------------
-    def encode(self, images, labels=None):
+    def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return tf.cast(self.averaged_call("encoder", base.to_tanh(images)), tf.float32)
 
     def prior_codes(self, eps, labels=None):
         """z ~ p(z) = N(0, I) is eps itself."""
         return eps
 
-    def decode(self, z, labels=None):
+    def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """Images G(z) in [0, 1]."""
         return base.from_tanh(self.averaged_call("generator", tf.convert_to_tensor(z, tf.float32)))
 
-    def reconstruct(self, images, labels=None):
+    def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """G(E(x)) in [0, 1]: the image BiGAN's inverse mapping leads back to."""
         codes = self.averaged_call("encoder", base.to_tanh(images))
         return base.from_tanh(self.averaged_call("generator", codes))
 
-    def discriminate(self, images, z):
+    def discriminate(self, images: base.TensorLike, z: base.TensorLike) -> tf.Tensor:
         """D's probability [B] that (images, z) is a data pair (x, E(x))."""
         logits = self.discriminator([base.to_tanh(images), tf.convert_to_tensor(z, tf.float32)])
         return tf.reshape(tf.sigmoid(logits), [-1])

@@ -257,7 +257,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         return base.step_seed(self.seed, step, stream)
 
     # -- what the model can do -----------------------------------------------
-    def generate(self, n_or_z, labels=None, seed=None):
+    def generate(self, n_or_z: int | base.TensorLike, labels: base.TensorLike | None = None, seed: int | None = None) -> tf.Tensor:
         """Images (G(z) + 1) / 2 from z ~ N(0, I), with G's moving average when ema_decay > 0.
 
         Args:
@@ -273,7 +273,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             cond = self.one_hot(self.as_labels(self.require_labels(labels), tf.shape(z)[0]))
         return base.from_tanh(self._fake(z, cond, training=False, averaged=True))
 
-    def discriminate(self, images, labels=None):
+    def discriminate(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """D(x) = sigmoid(logit) [B] for images in [0, 1] (CGAN: D(x | y))."""
         images = tf.convert_to_tensor(images, tf.float32)
         cond = self.condition(labels)

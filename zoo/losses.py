@@ -4,14 +4,18 @@ D(x) = sigmoid(logit). Every function returns one value per example (shape [B]);
 the models average them over the global batch. Pick a pair with `get(name)`.
 """
 
+from collections.abc import Callable
+
 import tensorflow as tf
+
+TensorLike = tf.types.experimental.TensorLike
 
 
 def _flat(logits):
     return tf.reshape(tf.cast(logits, tf.float32), [-1])
 
 
-def minimax_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+def minimax_discriminator_loss(real_logits: TensorLike, fake_logits: TensorLike, real_target: float = 1.0) -> tf.Tensor:
     """-[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z))).
 
     With t = 1 this is minus the value V(G, D) = E log D(x) + E log(1 - D(G(z)))
@@ -32,7 +36,7 @@ def minimax_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     return real + fake
 
 
-def minimax_generator_loss(fake_logits):
+def minimax_generator_loss(fake_logits: TensorLike) -> tf.Tensor:
     """log(1 - D(G(z))): the generator's side of the minimax game (saturates
     when D rejects the fakes confidently; Goodfellow et al. 2014).
 
@@ -44,7 +48,7 @@ def minimax_generator_loss(fake_logits):
     return -tf.nn.softplus(_flat(fake_logits))
 
 
-def non_saturating_generator_loss(fake_logits):
+def non_saturating_generator_loss(fake_logits: TensorLike) -> tf.Tensor:
     """-log D(G(z)): same fixed point as the minimax loss, strong gradients
     early in training (Goodfellow et al. 2014, section 3).
 
@@ -56,7 +60,7 @@ def non_saturating_generator_loss(fake_logits):
     return tf.nn.softplus(-_flat(fake_logits))  # -log sigmoid(l) = softplus(-l)
 
 
-def least_squares_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+def least_squares_discriminator_loss(real_logits: TensorLike, fake_logits: TensorLike, real_target: float = 1.0) -> tf.Tensor:
     """1/2 (D(x) - t)^2 + 1/2 D(G(z))^2 on the raw outputs (LSGAN, Mao et al. 2017).
 
     Args:
@@ -69,7 +73,7 @@ def least_squares_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     return 0.5 * tf.square(_flat(real_logits) - real_target) + 0.5 * tf.square(_flat(fake_logits))
 
 
-def least_squares_generator_loss(fake_logits):
+def least_squares_generator_loss(fake_logits: TensorLike) -> tf.Tensor:
     """1/2 (D(G(z)) - 1)^2 (LSGAN, Mao et al. 2017).
 
     Args:
@@ -80,7 +84,7 @@ def least_squares_generator_loss(fake_logits):
     return 0.5 * tf.square(_flat(fake_logits) - 1.0)
 
 
-def wasserstein_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+def wasserstein_discriminator_loss(real_logits: TensorLike, fake_logits: TensorLike, real_target: float = 1.0) -> tf.Tensor:
     """D(G(z)) - D(x): the critic's side of the Wasserstein-1 dual (Arjovsky et
     al. 2017); add `gradient_penalty` to keep the critic 1-Lipschitz. real_target
     is ignored (no labels to smooth).
@@ -95,7 +99,7 @@ def wasserstein_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     return _flat(fake_logits) - _flat(real_logits)
 
 
-def wasserstein_generator_loss(fake_logits):
+def wasserstein_generator_loss(fake_logits: TensorLike) -> tf.Tensor:
     """-D(G(z)): the generator's side of the Wasserstein-1 dual (Arjovsky et al. 2017).
 
     Args:
@@ -106,7 +110,7 @@ def wasserstein_generator_loss(fake_logits):
     return -_flat(fake_logits)
 
 
-def hinge_discriminator_loss(real_logits, fake_logits, real_target=1.0):
+def hinge_discriminator_loss(real_logits: TensorLike, fake_logits: TensorLike, real_target: float = 1.0) -> tf.Tensor:
     """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) on the raw outputs: the hinge
     loss of the geometric GAN (Lim and Ye 2017), used with spectral
     normalisation by Miyato et al. 2018. real_target is ignored (the margin
@@ -122,7 +126,7 @@ def hinge_discriminator_loss(real_logits, fake_logits, real_target=1.0):
     return tf.nn.relu(1.0 - _flat(real_logits)) + tf.nn.relu(1.0 + _flat(fake_logits))
 
 
-def hinge_generator_loss(fake_logits):
+def hinge_generator_loss(fake_logits: TensorLike) -> tf.Tensor:
     """-D(G(z)) (Lim and Ye 2017; Miyato et al. 2018).
 
     Args:
@@ -133,7 +137,9 @@ def hinge_generator_loss(fake_logits):
     return -_flat(fake_logits)
 
 
-def gradient_penalty(critic, real, fake, seed, weight=10.0):
+def gradient_penalty(
+    critic: Callable[[tf.Tensor], tf.Tensor], real: TensorLike, fake: TensorLike, seed: TensorLike, weight: float = 10.0
+) -> tf.Tensor:
     """weight * (||grad_x' D(x')||_2 - 1)^2 per example, x' = u x + (1 - u) G(z),
     u ~ U(0, 1) per example (WGAN-GP, Gulrajani et al. 2017).
 
@@ -156,7 +162,7 @@ def gradient_penalty(critic, real, fake, seed, weight=10.0):
     return weight * tf.square(norm - 1.0)
 
 
-def r1_penalty(critic, real, weight):
+def r1_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: TensorLike, weight: float) -> tf.Tensor:
     """weight / 2 * ||grad_x D(x)||_2^2 per example, on real data x: the R1
     regulariser of Mescheder et al. 2018 ("Which Training Methods for GANs do
     actually Converge?"), gamma = weight. `critic` maps a batch of inputs to
@@ -183,12 +189,12 @@ LOSSES = {
 WITH_GRADIENT_PENALTY = frozenset({"wasserstein_gp"})
 
 
-def has_gradient_penalty(name):
+def has_gradient_penalty(name: str) -> bool:
     """Whether the loss `name` adds gradient_penalty to the discriminator's loss."""
     return name in WITH_GRADIENT_PENALTY
 
 
-def get(name):
+def get(name: str) -> tuple[Callable, Callable]:
     """(discriminator loss, generator loss) registered as `name`."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")

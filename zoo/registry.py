@@ -18,7 +18,7 @@ MODELS = {
 }
 
 
-def names(capability=None):
+def names(capability: str | None = None) -> list[str]:
     """The registered model names, sorted; with `capability` (one of
     zoo.base.CAPABILITIES), only the models that have it."""
     from zoo.base import check_capability
@@ -29,7 +29,7 @@ def names(capability=None):
     return sorted(name for name, cls in MODELS.items() if cls.can(capability))
 
 
-def get(name):
+def get(name: str) -> type:
     """The model class registered as `name`; ValueError listing the valid names otherwise."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(names())}")

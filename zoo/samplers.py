@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.base import option, unpack
+from zoo.base import TensorLike, option, unpack
 
 SAMPLERS = ("prior", "gaussian", "gmm")
 JITTER = 1e-6  # added to a fitted covariance's diagonal so its Cholesky factor exists
@@ -198,7 +198,7 @@ class CodeSampler:
             codes.append(np.asarray(self.encode(images[start : start + batch_size], batch_labels)))
         return np.concatenate(codes).astype(np.float64)
 
-    def fit_sampler(self, images, labels=None, batch_size: int = 256):
+    def fit_sampler(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
         """Fits the gaussian and the gmm sampler to the codes of `images` and
         marks the sampler fitted (train.run does this after training).
 
@@ -297,7 +297,10 @@ class CodeSampler:
         self._require_fitted(sampler)
         return self.fitted_codes(eps, sampler, labels)
 
-    def generate(self, n_or_z, labels=None, seed=None, sampler=None):
+    def generate(
+        self, n_or_z: int | TensorLike, labels: TensorLike | None = None, seed: int | None = None,
+        sampler: str | None = None,
+    ) -> tf.Tensor:
         """Images decoded from codes of `sampler`.
 
         Args:

@@ -207,13 +207,13 @@ class VAE(samplers.CodeSampler, base.ZooModel):
         return distributions.importance_weighted_bound(q, log_joint, k, seed=seed)
 
     # -- what the model can do -----------------------------------------------
-    def encode(self, images, labels=None):
+    def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.posterior(images, labels).mean()
 
-    def decode(self, z, labels=None):
+    def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return distributions.likelihood_mean(self._decoder_outputs(z, labels))
 
-    def reconstruct(self, images, labels=None):
+    def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.decode(self.encode(images, labels), labels)
 
     # -- training --------------------------------------------------------------
