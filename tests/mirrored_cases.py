@@ -15,6 +15,7 @@ OTHER_CASES = {
     "ae": ("ae", dict(latent_dim=4)),
     "vae": ("vae", dict(latent_dim=4)),
     "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
+    "vae_binarized": ("vae", dict(latent_dim=4, binarize="dynamic")),  # run by tests/test_likelihoods.py
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),

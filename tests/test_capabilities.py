@@ -11,7 +11,7 @@ METHODS = {
     "encoder": ("encode", "encode_all", "reconstruct"),
     "decoder": ("decode",),
     "fitted_sampler": ("fit_sampler", "try_fit_sampler"),
-    "likelihood": ("elbo_terms", "iwae_bound"),
+    "likelihood": ("elbo_terms", "iwae_bound", "bound_kind", "evaluation_images"),
     "averaging": ("update_ema", "averaged_call"),
 }
 

@@ -117,9 +117,10 @@ def test_table_marks_default_and_budget_rows():
     rows = cells(report.table([DEFAULT_CGAN, BUDGET_AE, old_vae]))
     cgan, ae, vae = rows["cgan bf16 default"], rows["ae float32 budget 10 min"], rows["vae float32 budget 4 min"]
     assert (cgan["minutes"], cgan["epochs"], cgan["FCD (floor)"], cgan["FCD / floor"]) == ("2.5", "50", "8.6 (4.3)", "2.0")
-    assert cgan["cond. acc."] == "0.950" and cgan["probe acc. (pixels)"] == "-" and cgan["IWAE (nats)"] == "-"
+    assert cgan["cond. acc."] == "0.950" and cgan["probe acc. (pixels)"] == "-" and cgan["IWAE bound (nats)"] == "-"
     assert ae["probe acc. (pixels)"] == "0.928 (0.918)" and ae["cond. acc."] == "-" and ae["FCD / floor"] == "3.2"
-    assert vae["FCD / floor"] == "2.5" and vae["probe acc. (pixels)"] == "0.910" and vae["IWAE (nats)"] == "-97.5"
+    assert vae["FCD / floor"] == "2.5" and vae["probe acc. (pixels)"] == "0.910"
+    assert vae["IWAE bound (nats)"] == "-97.5 (unnormalised)"  # a bare "iwae" was the Bernoulli on grey levels
     assert (ae["precision"], ae["recall"], ae["density"], ae["coverage"], ae["class entropy"]) == (
         "0.50", "0.50", "0.50", "0.50", "2.00")
     mixed = report.runs_text([DEFAULT_CGAN, BUDGET_AE, old_vae])
@@ -128,6 +129,17 @@ def test_table_marks_default_and_budget_rows():
     assert report.runs_text([DEFAULT_CGAN]).startswith("Each model ran its default run")
     assert "budget" not in report.runs_text([DEFAULT_CGAN])
     assert report.runs_text([old_vae]).startswith("Each model trained for a budget of training minutes, 4 min")
+
+
+def test_the_bound_column_says_what_each_bound_bounds():
+    named = {
+        "-95.4 (conditional, unnormalised)": {"iwae_conditional_unnormalised": -95.4, "bound_kind": "unnormalised"},
+        "-90.1": {"iwae": -90.1, "nll_nats": 90.1, "bound_kind": "binary", "iwae_k": 5000},
+        "-88.0 (conditional)": {"iwae_conditional": -88.0, "bound_kind": "density"},
+        "-": {"iwae_k": 64},
+    }
+    for shown, figures in named.items():
+        assert report._bound({**DEFAULT_CGAN, "conditional_accuracy": None, **figures}) == shown, figures
 
 
 def test_pixel_probe_is_the_codes_probe_on_raw_pixels_cached_per_dataset(digits, tmp_path, monkeypatch):

@@ -115,7 +115,7 @@ def test_unknown_option_and_bad_shape_are_clear_errors():
         zoo.build("vae", image_shape=(27, 27, 1), net="conv")
     with pytest.raises(ValueError, match="valid models"):
         zoo.build("vea")
-    with pytest.raises(ValueError, match="choose one of: bernoulli, gaussian"):
+    with pytest.raises(ValueError, match="choose one of: bernoulli, continuous_bernoulli, gaussian"):
         zoo.build("vae", likelihood="poisson")
 
 

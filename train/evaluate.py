@@ -15,9 +15,19 @@ Models with an encoder add linear_probe_accuracy (a logistic regression on the
 codes of the train split, scored on the test split), beside it
 linear_probe_pixels (the same probe on the raw pixels of the same split: what
 the codes must beat; it depends only on the dataset, so it is cached beside the
-classifier), reconstruction_mse and code statistics; VAEs add elbo and iwae
-(the K=64 importance-weighted bound on log p(x)), in nats per image, higher is
-better.
+classifier), reconstruction_mse and code statistics. Models with a likelihood
+(the VAEs) add the ELBO and the importance-weighted bound (IWAE, K =
+--iwae_k draws) on the test split, in nats per image, higher is better, named
+for what they bound (bound_names):
+  elbo, iwae     log p(x): a normalised likelihood of the scored images, the
+                 continuous Bernoulli or the Gaussian on grey levels, or the
+                 Bernoulli on binarised images (binarize=dynamic: the test split
+                 binarised once, with a fixed seed); with binarize=dynamic also
+                 nll_nats = -iwae, the figure the VAE and IWAE papers print;
+  ..._unnormalised  the Bernoulli pmf on grey levels, which is not a density
+                 on [0, 1] (it integrates to 1/2 or less): a training objective,
+                 not a log-likelihood;
+  ..._conditional   log p(x | y) of conditional models (the CVAE), not log p(x).
 """
 
 import contextlib
@@ -51,6 +61,7 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "seed of the generated batch")
     flags.DEFINE_string("cache_dir", CACHE_DIR, "where classifiers are cached")
     flags.DEFINE_enum("sampler", None, list(samplers.SAMPLERS), "latent sampler of generated images (default: the model's)")
+    flags.DEFINE_integer("iwae_k", IWAE_K, "draws per image of the importance-weighted bound (the papers' NLL: 5000)")
     flags.DEFINE_enum("weights", "average", ["average", "raw"], "average: the moving averages that generate serves "
                       "(models with --ema_decay > 0); raw: the trained weights themselves, to measure the average")
 
@@ -152,7 +163,7 @@ def frechet_reference(clf, dataset, real_features, seed=0):
     return metrics.frechet_feature_distance(real_features, ref_f)
 
 
-def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
+def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, iwae_k=IWAE_K):
     """The figures of the module docstring, as a dict; `sampler` picks the
     latent sampler of models with an encoder (default: the model's)."""
     if sampler and not model.can("fitted_sampler"):
@@ -192,11 +203,34 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
     if model.can("encoder"):
         out.update(_encoder_figures(model, dataset, cache_dir))
     if model.can("likelihood"):
-        rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), dataset.test_images, dataset.test_labels)
-        out["elbo"] = float(-(rec + kl).mean())
-        seed = tf.constant([seed, 1])
-        bound = _batched(lambda a, b: model.iwae_bound(a, b, k=IWAE_K, seed=seed), dataset.test_images, dataset.test_labels, batch=50)
-        out["iwae"], out["iwae_k"] = float(bound.mean()), IWAE_K
+        out.update(likelihood_figures(model, dataset, seed, iwae_k))
+    return out
+
+
+def bound_names(model):
+    """{"elbo": name, "iwae": name, "nll": name or None}: the names of the
+    model's bounds in evaluate's output (see the module docstring), from
+    model.bound_kind and whether it is conditional."""
+    conditional = "_conditional" if model.conditional else ""
+    unnormalised = "_unnormalised" if model.bound_kind == "unnormalised" else ""
+    return {"elbo": f"elbo{conditional}{unnormalised}", "iwae": f"iwae{conditional}{unnormalised}",
+            "nll": f"nll{conditional}_nats" if model.bound_kind == "binary" else None}
+
+
+def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K):
+    """The ELBO (one draw per image) and the IWAE bound (iwae_k draws) averaged
+    over the test split as the model scores it (model.evaluation_images), under
+    the names of bound_names, with iwae_k."""
+    names = bound_names(model)
+    images = model.evaluation_images(dataset.test_images).numpy()
+    rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), images, dataset.test_labels)
+    out = {names["elbo"]: float(-(rec + kl).mean())}
+    draw = tf.constant([seed, 1])
+    batch = max(1, min(50, 3200 // iwae_k))  # K draws of every image of a batch at once
+    bound = _batched(lambda a, b: model.iwae_bound(a, b, k=iwae_k, seed=draw), images, dataset.test_labels, batch=batch)
+    out[names["iwae"]], out["iwae_k"], out["bound_kind"] = float(bound.mean()), iwae_k, model.bound_kind
+    if names["nll"]:
+        out[names["nll"]] = -out[names["iwae"]]
     return out
 
 
@@ -277,7 +311,8 @@ def load_run(workdir):
     return model, config, dataset
 
 
-def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, sampler=None, weights="average"):
+def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, sampler=None, weights="average",
+                     iwae_k=IWAE_K):
     """evaluate() of the run in `workdir`; also written to W/eval.json (W/eval-<sampler>.json
     for another sampler than the model's, W/eval-raw.json for the raw weights)."""
     model, config, dataset = load_run(workdir)
@@ -286,7 +321,7 @@ def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, samp
         raise EvaluationError(f"--weights=raw compares with a moving average: {config['model']} in {workdir} "
                               f"was trained without one (--ema_decay=0)")
     with model.raw_weights() if raw else contextlib.nullcontext():
-        result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed, sampler)}
+        result = {"model": config["model"], **evaluate(model, dataset, cache_dir, num_samples, seed, sampler, iwae_k)}
     if sampler:
         result["sampler"] = sampler
     if raw:
@@ -300,8 +335,10 @@ def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, samp
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
+        if FLAGS.iwae_k < 1:
+            raise EvaluationError(f"--iwae_k must be >= 1, got {FLAGS.iwae_k}")
         result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed, FLAGS.sampler,
-                                  FLAGS.weights)
+                                  FLAGS.weights, FLAGS.iwae_k)
     except EvaluationError as e:
         cli.fail(e)
     print(json.dumps(result))

@@ -248,8 +248,23 @@ def _probe(r):
 COLUMNS = (
     "model", "run", "compute", "minutes", "epochs", "images/s", "FCD (floor)", "FCD / floor",
     f"min to FCD <= {QUALITY_FACTOR:g}x floor", "precision", "recall", "density", "coverage", "class entropy",
-    "cond. acc.", "probe acc. (pixels)", "IWAE (nats)",
+    "cond. acc.", "probe acc. (pixels)", "IWAE bound (nats)",
 )
+BOUND_TAGS = ("conditional", "unnormalised")  # the suffixes of train.evaluate's bound names
+
+
+def _bound(r):
+    """The IWAE bound of a row, tagged with what it bounds: "(conditional)" for
+    log p(x | y), "(unnormalised)" for the Bernoulli pmf on grey levels (rows
+    of reports before train.evaluate named its bounds have a bare "iwae", which
+    was that), "-" for models without one."""
+    for key, value in r.items():
+        if value is not None and (key == "iwae" or (key.startswith("iwae_") and key != "iwae_k")):
+            tags = [t for t in BOUND_TAGS if t in key]
+            if key == "iwae" and "bound_kind" not in r:
+                tags = ["conditional"] * bool(r.get("conditional_accuracy") is not None) + ["unnormalised"]
+            return _fmt(value, 1) + (f" ({', '.join(tags)})" if tags else "")
+    return "-"
 
 
 def table(rows):
@@ -265,7 +280,7 @@ def table(rows):
             _train_minutes(r["minutes"]).split()[0], str(r["epochs"]), f"{r['images_per_s']:.0f}",
             f"{r['fcd']:.1f} ({r['fcd_reference']:.1f})", _ratio(r), quality,
             _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["density"]), _fmt(r["coverage"]),
-            _fmt(abs(r["class_entropy"])), _fmt(r.get("conditional_accuracy"), 3), _probe(r), _fmt(r.get("iwae"), 1),
+            _fmt(abs(r["class_entropy"])), _fmt(r.get("conditional_accuracy"), 3), _probe(r), _bound(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

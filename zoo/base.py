@@ -21,7 +21,8 @@ CAPABILITIES = {
     "encoder": "encode(images, labels) -> codes [B, J], encode_all, reconstruct",
     "decoder": "decode(z, labels) -> images in [0, 1]",
     "fitted_sampler": "fit_sampler / try_fit_sampler: generate from a distribution fitted to the training codes",
-    "likelihood": "elbo_terms and iwae_bound: bounds on log p(x) (log p(x | y) if conditional)",
+    "likelihood": "elbo_terms and iwae_bound: bounds on log p(x) (log p(x | y) if conditional), "
+                  "bound_kind (what they bound), evaluation_images (what they are scored on)",
     "conditional": "every generate, encode and decode takes labels",
     "averaging": "an exponential moving average of weights (the Config's ema_decay)",
 }

@@ -8,6 +8,8 @@ import importlib
 
 import tensorflow as tf
 
+from zoo import base
+
 
 @functools.cache
 def tfd():
@@ -17,7 +19,12 @@ def tfd():
     return importlib.import_module("tensorflow_probability").distributions
 
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+# Likelihoods that are normalised densities on grey levels in [0, 1] (or on R):
+# their ELBO and IWAE bound log p(x). The Bernoulli pmf is normalised only on
+# binary images (binarize="dynamic"); on grey levels its bound is not a log-likelihood.
+NORMALISED_ON_GREY_LEVELS = ("continuous_bernoulli", "gaussian")
+BINARIZATIONS = ("none", "dynamic")
 POSTERIORS = ("diagonal", "banded")
 PRIORS = ("normal", "gmm")
 MIN_SCALE = 1e-4
@@ -110,10 +117,16 @@ def likelihood(kind, outputs, log_scale=None):
 
     bernoulli: outputs are logits; log p(x|z) = sum x log p + (1 - x) log(1 - p),
       the continuous cross-entropy for grey levels in [0, 1].
+    continuous_bernoulli: outputs are logits of lambda; the normalised density
+      on [0, 1] (Loaiza-Ganem and Cunningham 2019): log p(x|z) = sum x log lambda
+      + (1 - x) log(1 - lambda) + log C(lambda), C(lambda) = 2 artanh(1 - 2 lambda)
+      / (1 - 2 lambda) (2 at lambda = 1/2), so that int_0^1 p(x) dx = 1;
     gaussian: outputs are means (squashed to [0, 1] by a sigmoid);
       log p(x|z) = sum log N(x; mean, exp(log_scale)^2)."""
     if kind == "bernoulli":
         return tfd().Independent(tfd().Bernoulli(logits=outputs, dtype=tf.float32), 3)
+    if kind == "continuous_bernoulli":
+        return tfd().Independent(tfd().ContinuousBernoulli(logits=outputs, dtype=tf.float32), 3)
     if kind == "gaussian":
         scale = tf.exp(log_scale) + MIN_SCALE
         return tfd().Independent(tfd().Normal(loc=tf.sigmoid(outputs), scale=scale), 3)
@@ -127,10 +140,27 @@ def bernoulli_nll(images, logits):
     return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
 
 
-def likelihood_mean(outputs):
+def likelihood_mean(outputs, kind="bernoulli"):
     """E[x|z] in [0, 1], the image a decoder shows for z: sigmoid(outputs) for
-    both likelihoods (the Bernoulli mean of logits, the squashed Gaussian mean)."""
+    the Bernoulli (its mean) and the Gaussian (its squashed mean); for the
+    continuous Bernoulli its mean lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)),
+    which is not lambda."""
+    if kind == "continuous_bernoulli":
+        return tfd().ContinuousBernoulli(logits=tf.cast(outputs, tf.float32)).mean()
     return tf.sigmoid(outputs)
+
+
+def binarize(images, seed):
+    """Dynamic binarisation (the VAE and IWAE papers' protocol on MNIST): each
+    pixel x in [0, 1] becomes 1 with probability x, else 0, a fresh draw per
+    `seed`. This replica's rows of one draw for the global batch (as the noise is),
+    so N replicas binarise as one device does."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    shape = tf.shape(images)[1:]
+    u = base.replica_slice(
+        lambda n: tf.random.stateless_uniform(tf.concat([[n], shape], 0), seed), tf.shape(images)[0]
+    )
+    return tf.cast(u < images, tf.float32)
 
 
 def importance_weighted_bound(posterior, log_joint, k, seed=None):

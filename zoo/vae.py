@@ -21,13 +21,24 @@ import tensorflow as tf
 from zoo import base, distributions, nets, samplers
 from zoo.base import option
 
+_BINARIZE = 1  # random stream of a train step (0: the posterior's eps)
+EVALUATION_BINARIZATION = (2016, 5)  # the seed of the fixed binarised images evaluation_images scores
+
 
 @samplers.with_sampler_options(sampler="gmm")
 @dataclasses.dataclass
 class VAEConfig:
     latent_dim: int = option(16, "size of the latent code z")
     net: str = option("conv", "encoder/decoder architecture", nets.KINDS)
-    likelihood: str = option("bernoulli", "decoder likelihood p(x|z)", distributions.LIKELIHOODS)
+    likelihood: str = option(
+        "bernoulli", "decoder likelihood p(x|z); on grey levels only continuous_bernoulli and gaussian are "
+        "normalised densities (the bernoulli pmf is one on binary images: see binarize)", distributions.LIKELIHOODS
+    )
+    binarize: str = option(
+        "none", "dynamic: train on pixels resampled as Bernoulli(grey level) at every step, so that the "
+        "bernoulli likelihood is a true pmf (the VAE and IWAE papers' protocol); none: the grey levels",
+        distributions.BINARIZATIONS,
+    )
     gaussian_scale: float = option(0.1, "std of the Gaussian likelihood (its start value if learned)")
     learn_scale: bool = option(False, "learn the Gaussian likelihood's std, one per channel")
     posterior: str = option(
@@ -67,6 +78,8 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             raise ValueError(
                 f"kl_warmup_steps and free_bits must be >= 0, got {c.kl_warmup_steps!r} and {c.free_bits!r}"
             )
+        if c.binarize == "dynamic" and c.likelihood != "bernoulli":
+            raise ValueError(f"binarize=dynamic makes binary images, for likelihood=bernoulli; got likelihood={c.likelihood!r}")
         if c.free_bits and c.prior != "normal":
             # one-sample Monte Carlo KLs are noisy and can be negative: a per-example clamp would bias them
             raise ValueError("free_bits needs the analytic KL of prior=normal; use prior=normal or free_bits=0")
@@ -206,22 +219,54 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
         return distributions.importance_weighted_bound(q, log_joint, k, seed=seed)
 
+    # -- what its bounds are ------------------------------------------------
+    @property
+    def bound_kind(self) -> str:
+        """What elbo_terms and iwae_bound bound on the images the model is scored
+        on (evaluation_images): "binary", log p(x) of binarised images under the
+        Bernoulli pmf (binarize=dynamic); "density", log p(x) under a normalised
+        density of grey levels (continuous_bernoulli, gaussian); "unnormalised",
+        the Bernoulli pmf applied to grey levels, which integrates to
+        (2 p - 1) / ln(p / (1 - p)) <= 1/2 over [0, 1]: a training objective,
+        not a log-likelihood."""
+        c = self.config
+        if c.binarize == "dynamic":
+            return "binary"
+        return "density" if c.likelihood in distributions.NORMALISED_ON_GREY_LEVELS else "unnormalised"
+
+    def evaluation_images(self, images):
+        """The images whose likelihood the model is scored on: with
+        binarize=dynamic a fixed binarisation (seeded, the same for every run,
+        as the papers' fixed binarised test split), otherwise the images."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        if self.config.binarize == "dynamic":
+            return distributions.binarize(images, tf.constant(EVALUATION_BINARIZATION, tf.int64))
+        return images
+
     # -- what the model can do -----------------------------------------------
     def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.posterior(images, labels).mean()
 
     def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
-        return distributions.likelihood_mean(self._decoder_outputs(z, labels))
+        return distributions.likelihood_mean(self._decoder_outputs(z, labels), self.config.likelihood)
 
     def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.decode(self.encode(images, labels), labels)
 
     # -- training --------------------------------------------------------------
-    def _step_seed(self):
-        return base.step_seed(self.seed, self.optimizer.iterations, stream=0)
+    def _step_seed(self, stream=0):
+        return base.step_seed(self.seed, self.optimizer.iterations, stream=stream)
+
+    def training_images(self, images):
+        """The images a step fits: binarize=dynamic resamples the pixels of
+        every step (distributions.binarize); otherwise the images themselves."""
+        if self.config.binarize == "dynamic":
+            return distributions.binarize(images, self._step_seed(stream=_BINARIZE))
+        return tf.convert_to_tensor(images, tf.float32)
 
     def train_step(self, data):
         images, labels = base.unpack(data)
+        images = self.training_images(images)
 
         def objective():  # -ELBO, with the KL weighted (warm-up) or clamped (free bits)
             q, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())
@@ -233,6 +278,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
     def test_step(self, data):
         images, labels = base.unpack(data)
+        images = self.training_images(images)
         reconstruction, kl = self.elbo_terms(images, labels, seed=self._step_seed())
         return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
 
