@@ -3,9 +3,14 @@ touches only its own networks, the gmm prior, save/load, fit, serving
 signatures, and MirroredStrategy equivalence."""
 
 
+import io
+import zipfile
+
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 import keras
 from conftest import run_mirrored_check, unchanged, weights
@@ -38,13 +43,13 @@ def test_registered():
 def test_reconstruction_step_lowers_reconstruction_only(digits64):
     model = build()
     x, _ = digits64
-    critic = weights(model.critic)
+    critic = weights(model.latent_discriminator)
     before = float(tf.reduce_mean(model.reconstruction_loss(x)))
     for _ in range(15):
         model.reconstruction_step(x)
     after = float(tf.reduce_mean(model.reconstruction_loss(x)))
     assert after < before - 1.0, (before, after)
-    assert unchanged(critic, model.critic)
+    assert unchanged(critic, model.latent_discriminator)
     assert int(model.ae_optimizer.iterations) == 15 and int(model.d_optimizer.iterations) == 0
 
 
@@ -68,13 +73,13 @@ def test_generator_step_lowers_g_loss_only(digits64):
     x, y = digits64
     for _ in range(10):  # a D that tells codes from prior samples apart
         model.discriminator_step(x, y)
-    critic, decoder = weights(model.critic), weights(model.decoder)
+    critic, decoder = weights(model.latent_discriminator), weights(model.decoder)
     before = float(tf.reduce_mean(model.generator_loss(x, y)))
     for _ in range(10):
         model.generator_step(x, y)
     after = float(tf.reduce_mean(model.generator_loss(x, y)))
     assert after < before - 0.05, (before, after)
-    assert unchanged(critic, model.critic) and unchanged(decoder, model.decoder)
+    assert unchanged(critic, model.latent_discriminator) and unchanged(decoder, model.decoder)
 
 
 def test_gmm_prior():
@@ -95,8 +100,8 @@ def test_gmm_prior():
     np.testing.assert_allclose(
         model.generate(eps, labels=2).numpy(), model.decode(np.tile(means[2], (12, 1))).numpy(), atol=1e-6
     )
-    # The critic sees the label one-hot with an "unlabelled" slot.
-    assert model.critic.input_shape == (None, 4 + 11)
+    # The latent discriminator sees the label one-hot with an "unlabelled" slot.
+    assert model.latent_discriminator.input_shape == (None, 4 + 11)
     assert model.discriminate(tf.zeros([5, 4])).shape == (5,)
 
 
@@ -200,3 +205,24 @@ def test_mirrored_strategy_matches_one_device():
     for name, r in result.items():
         assert r["moved"] > 1e-3, (name, r)  # the steps did change the weights
         assert r["max_diff"] < 1e-5, (name, r)
+
+
+def test_runs_saved_before_the_rename_keep_loading(tmp_path):
+    """The latent discriminator was the attribute `critic`: .keras files and
+    checkpoints of earlier runs hold it under that key, which the alias keeps
+    in every save (so their keys are still matched on load)."""
+    model = zoo.build("aae", image_shape=(8, 8, 1), latent_dim=4, net="mlp")
+    assert model.critic is model.latent_discriminator
+    assert [layer.name for layer in model.layers].count("critic") == 1  # one network, two names
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    model_node = graph.nodes[next(c.node_id for c in graph.nodes[0].children if c.local_name == "model")]
+    edges = {c.local_name: c.node_id for c in model_node.children}
+    assert edges["critic"] == edges["latent_discriminator"]  # the old key leads to the same network
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive, archive.open("model.weights.h5") as fh:
+        with h5py.File(io.BytesIO(fh.read())) as h5:
+            stored = []
+            h5.visit(stored.append)
+    assert any(name.startswith("critic/") for name in stored), stored

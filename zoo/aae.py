@@ -119,7 +119,10 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         self.d_loss_fn, self.g_loss_fn = losses.get(c.loss)
         self.encoder = nets.encoder(c.net, self.image_shape, self.latent_dim)
         self.decoder = nets.decoder(c.net, self.latent_dim, self.image_shape)
-        self.critic = nets.critic(self.latent_dim + self.label_slots)
+        self.latent_discriminator = nets.critic(self.latent_dim + self.label_slots)
+        # Runs saved before the rename hold this network under "critic" (in .keras
+        # files and checkpoints alike): the alias keeps them loadable.
+        self.critic = self.latent_discriminator
         self.build_ema()
         self.built = True
 
@@ -164,7 +167,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
             components = tf.where(known, labels, components)
         return self.prior_transform(eps, components)
 
-    def _critic_inputs(self, z, labels=None):
+    def _discriminator_inputs(self, z, labels=None):
         """z, joined with the label one-hot (unlabelled slot where unknown) under use_labels."""
         z = tf.cast(z, tf.float32)
         if not self.label_slots:
@@ -213,7 +216,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     def discriminate(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """D's probability [B] that z is a prior sample (not a code)."""
         z = tf.convert_to_tensor(z, tf.float32)
-        return tf.reshape(tf.sigmoid(self.critic(self._critic_inputs(z, labels))), [-1])
+        return tf.reshape(tf.sigmoid(self.latent_discriminator(self._discriminator_inputs(z, labels))), [-1])
 
     # -- losses ---------------------------------------------------------------
     def reconstruction_loss(self, images, training=False):
@@ -224,19 +227,19 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         """(per-example d_loss, D(prior), D(code)) with codes held fixed."""
         codes = tf.stop_gradient(self._codes(images, training))
         prior = self.sample_prior(tf.shape(images)[0], labels, seed)
-        real = self.critic(self._critic_inputs(prior, labels), training=training)
-        fake = self.critic(self._critic_inputs(codes, labels), training=training)
+        real = self.latent_discriminator(self._discriminator_inputs(prior, labels), training=training)
+        fake = self.latent_discriminator(self._discriminator_inputs(codes, labels), training=training)
         loss = self.d_loss_fn(real, fake)
         if losses.has_gradient_penalty(self.config.loss):
             penalty_seed = base.replica_seed(tf.random.experimental.stateless_fold_in(seed, _PENALTY))
-            critic = lambda v: self.critic(self._critic_inputs(v, labels), training=training)
+            critic = lambda v: self.latent_discriminator(self._discriminator_inputs(v, labels), training=training)
             loss += losses.gradient_penalty(critic, prior, codes, penalty_seed)
         return loss, tf.sigmoid(tf.reshape(real, [-1])), tf.sigmoid(tf.reshape(fake, [-1]))
 
     def generator_loss(self, images, labels, training=False):
         """Per-example g_loss(D(Q(x))): Q as the generator of the latent game."""
         codes = self._codes(images, training)
-        return self.g_loss_fn(self.critic(self._critic_inputs(codes, labels), training=training))
+        return self.g_loss_fn(self.latent_discriminator(self._discriminator_inputs(codes, labels), training=training))
 
     # -- the three updates of a train step -------------------------------------
     def _seed(self, stream):
@@ -284,7 +287,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         """{optimizer name: the variables it updates}."""
         return {
             "ae_optimizer": self.encoder.trainable_variables + self.decoder.trainable_variables,
-            "d_optimizer": self.critic.trainable_variables,
+            "d_optimizer": self.latent_discriminator.trainable_variables,
             "g_optimizer": self.encoder.trainable_variables,
         }
 
