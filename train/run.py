@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
 from train import cli  # noqa: E402
-from train import callbacks, data, distribute, precision  # noqa: E402
+from train import callbacks, compiler, data, distribute, precision  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -64,7 +64,11 @@ def define_flags():
     flags.DEFINE_bool("deterministic", False, "deterministic ops: a resumed run ends with the weights of an uninterrupted one")
     flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy")
     flags.DEFINE_integer("keep_checkpoints", 3, "how many checkpoints to keep")
-    flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "bf16: mixed bfloat16 compute; auto: bf16 where the CPU has bf16 units (AVX512-BF16 or AMX), else float32; off: float32")
+    flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "bf16: mixed bfloat16 compute; fp16: mixed float16 "
+                      "with dynamic loss scaling; auto: by the devices (GPUs of compute capability >= 8.0: bf16, older "
+                      "GPUs: fp16; no GPU: bf16 where the CPU has bf16 units, AVX512-BF16 or AMX); off: float32")
+    flags.DEFINE_enum("jit_compile", "auto", compiler.CHOICES, "compile the train step with XLA; auto: on GPUs only "
+                      "(on CPUs it made the step slower)")
     flags.DEFINE_string("export_base", None, "also export the trained model for TF Serving under this base path")
     flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch")
     flags.DEFINE_float("max_minutes", None, "stop at the end of the first epoch that ends past this many minutes of training")
@@ -197,7 +201,7 @@ def resolve_precision(config, flag):
     """--mixed_precision, or on resume without the flag the precision the run was trained in."""
     if flag.present or "dtype_policy" not in config:
         return flag.value
-    return "bf16" if config["dtype_policy"] == "mixed_bfloat16" else "off"
+    return {policy: choice for choice, policy in precision.POLICIES.items()}.get(config["dtype_policy"], "off")
 
 
 def build_model(config, image_shape, num_classes):
@@ -218,6 +222,7 @@ def train(
     export_base=None,
     keep_checkpoints=3,
     mixed_precision="auto",
+    jit_compile="auto",
     deterministic=False,
     verbose=1,
     max_minutes=None,
@@ -253,6 +258,12 @@ def train(
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     policy = precision.apply(mixed_precision)
+    try:
+        jit, why = compiler.decide(jit_compile)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    if jit:
+        logging.warning("jit_compile: the train step is compiled with XLA (%s)", why)
     writer = distribute.is_chief(strategy)
     out_dir = workdir if writer else distribute.scratch_dir(workdir)
     config = {
@@ -263,7 +274,7 @@ def train(
         "dtype_policy": policy,
     }
     run = Run(workdir, out_dir, writer, strategy, dataset, config, steps_per_epoch, export_base,
-              keep_checkpoints, verbose, clock, restart)
+              keep_checkpoints, verbose, clock, restart, jit)
     try:
         if not writer:
             return _train(run)
@@ -340,6 +351,7 @@ class Run:
     verbose: int = 1
     clock: object = None
     restart: bool = False
+    jit_compile: bool = False
 
 
 def _train(run):
@@ -385,7 +397,7 @@ def _build(run):
             f"{len(run.dataset.train_images)} train images; use a smaller --batch_size"
         )
     with run.strategy.scope():
-        model.compile(**model.compile_defaults(training["learning_rate"]))
+        model.compile(**model.compile_defaults(training["learning_rate"]), jit_compile=run.jit_compile)
     return model, rows
 
 
@@ -522,6 +534,7 @@ def main(argv):
             export_base=FLAGS.export_base,
             keep_checkpoints=FLAGS.keep_checkpoints,
             mixed_precision=resolve_precision(config, FLAGS["mixed_precision"]),
+            jit_compile=FLAGS.jit_compile,
             deterministic=FLAGS.deterministic,
             verbose=FLAGS.verbose,
             max_minutes=FLAGS.max_minutes,
