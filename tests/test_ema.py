@@ -26,6 +26,8 @@ CASES = {
     "cgan": ("cgan", dict(latent_dim=4, d_dropout=0.0)),
     "bigan": ("bigan", dict(latent_dim=4, d_dropout=0.0)),
     "aae": ("aae", dict(latent_dim=4)),
+    "vae": ("vae", dict(latent_dim=4, net="mlp")),
+    "cvae": ("cvae", dict(latent_dim=4, net="mlp", posterior="banded")),
 }
 
 
@@ -71,12 +73,18 @@ def outputs(model, fn=None):
         if model.conditional:
             return {"generate": fn(model.generate)(z, labels)}
         return {"generate": fn(model.generate)(z)}
-    return {
-        "generate": fn(model.generate)(z),
-        "decode": fn(model.decode)(z),
-        "encode": fn(model.encode)(images),
-        "reconstruct": fn(model.reconstruct)(images),
+    y = labels if model.conditional else None
+    out = {
+        "generate": fn(model.generate)(z, y),
+        "decode": fn(model.decode)(z, y),
+        "encode": fn(model.encode)(images, y),
+        "reconstruct": fn(model.reconstruct)(images, y),
     }
+    if model.can("likelihood"):  # the bounds evaluate reports are the served model's
+        seed = tf.constant([1, 2])
+        out["iwae"] = fn(lambda x, y: model.iwae_bound(x, y, k=3, seed=seed))(images, y)
+        out["elbo"] = fn(lambda x, y: tf.add_n(model.elbo_terms(x, y, seed=seed)))(images, y)
+    return out
 
 
 def twin(model, case, averaged):

@@ -18,7 +18,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import base, distributions, nets, samplers
+from zoo import base, distributions, ema, nets, samplers
 from zoo.base import option
 
 _BINARIZE = 1  # random stream of a train step (0: the posterior's eps)
@@ -53,10 +53,11 @@ class VAEConfig:
     free_bits: float = option(
         0.0, "nats of KL per latent dimension that cost nothing (free bits; 0: the plain ELBO)"
     )
+    ema_decay: float = option(0.0, ema.HELP)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class VAE(samplers.CodeSampler, base.ZooModel):
+class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
     """q(z|x) = N(mu(x), Sigma(x)) (diagonal or banded), p(z) = N(0, I) or a
     learned mixture, p(x|z) Bernoulli or Gaussian.
 
@@ -64,7 +65,10 @@ class VAE(samplers.CodeSampler, base.ZooModel):
     for the diagonal posterior)."""
 
     Config = VAEConfig
-    capabilities = frozenset({"likelihood"})  # and CodeSampler's
+    capabilities = frozenset({"likelihood"})  # and CodeSampler's and Averaging's
+    # With ema_decay > 0 the inference methods (encode, decode, the bounds,
+    # generate, the signatures) run the averages of encoder and decoder.
+    ema_networks = ("encoder", "decoder")
     # The epochs that fit 5 minutes of training on a 2-core CPU without
     # bfloat16 units (README, "Quality from real runs").
     training_defaults = {"epochs": 25, "batch_size": 64, "learning_rate": 1e-3}
@@ -95,6 +99,7 @@ class VAE(samplers.CodeSampler, base.ZooModel):
         )
         if c.prior == "gmm":
             self._add_mixture_prior(c.prior_components)
+        self.build_ema()
         self.built = True
 
     def _add_mixture_prior(self, k):
@@ -120,10 +125,12 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             return inputs
         return [inputs, self.one_hot(self.require_labels(labels))]
 
-    def posterior(self, images, labels=None):
+    def posterior(self, images, labels=None, averaged=False):
         """q(z|x) (q(z|x, y) for the CVAE): a tfd.MultivariateNormalDiag, or
-        MultivariateNormalTriL for the banded posterior."""
-        params = self.encoder(self._with_labels(images, labels))
+        MultivariateNormalTriL for the banded posterior; averaged: from the
+        encoder's moving average (zoo.ema)."""
+        inputs = self._with_labels(images, labels)
+        params = self.averaged_call("encoder", inputs) if averaged else self.encoder(inputs)
         return distributions.posterior(self.config.posterior, params)
 
     def prior(self):
@@ -173,20 +180,22 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             return tf.reduce_sum(tf.maximum(lam, distributions.kl_per_dimension(posterior)), axis=-1)
         return tf.maximum(lam * self.latent_dim, kl)
 
-    def _decoder_outputs(self, z, labels=None):
+    def _decoder_outputs(self, z, labels=None, averaged=False):
         if self.conditional:
             z = tf.concat([z, self.one_hot(self.require_labels(labels))], axis=-1)
-        return self.decoder(z)
+        return self.averaged_call("decoder", z) if averaged else self.decoder(z)
 
-    def likelihood(self, z, labels=None):
-        """p(x|z) over whole images."""
+    def likelihood(self, z, labels=None, averaged=False):
+        """p(x|z) over whole images; averaged: from the decoder's moving average."""
         return distributions.likelihood(
-            self.config.likelihood, self._decoder_outputs(z, labels), self.log_scale
+            self.config.likelihood, self._decoder_outputs(z, labels, averaged), self.log_scale
         )
 
     def elbo_terms(self, images, labels=None, seed=None):
-        """Per-example (-log p(x|z), KL(q(z|x) || p(z))) with z ~ q(z|x) reparameterised."""
-        return self._elbo_parts(images, labels, seed)[1:]
+        """Per-example (-log p(x|z), KL(q(z|x) || p(z))) with z ~ q(z|x)
+        reparameterised, from the networks inference uses (their averages when
+        ema_decay > 0; training uses the raw networks)."""
+        return self._elbo_parts(images, labels, seed, averaged=True)[1:]
 
     def posterior_sample(self, q, seed=None):
         """z ~ q(z|x) reparameterised: z = mu + L eps, eps this replica's slice of
@@ -196,25 +205,25 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             return q.sample()
         return q.bijector.forward(base.replica_normal(tf.shape(q.loc)[0], self.latent_dim, seed))
 
-    def _elbo_parts(self, images, labels, seed):
+    def _elbo_parts(self, images, labels, seed, averaged=False):
         """(q(z|x), -log p(x|z), KL) per example at one reparameterised z ~ q(z|x)."""
-        q = self.posterior(images, labels)
+        q = self.posterior(images, labels, averaged)
         z = self.posterior_sample(q, seed)
-        reconstruction = -self.likelihood(z, labels).log_prob(images)
+        reconstruction = -self.likelihood(z, labels, averaged).log_prob(images)
         return q, reconstruction, self.kl(q, z)
 
     def iwae_bound(self, images, labels=None, k=64, seed=None):
         """log p(x) estimated by importance sampling with K draws from q(z|x)
         (distributions.importance_weighted_bound), per example in nats; K = 1 is the ELBO."""
         images = tf.convert_to_tensor(images, tf.float32)
-        q = self.posterior(images, labels)
+        q = self.posterior(images, labels, averaged=True)
         batch = tf.shape(images)[0]
 
         def log_joint(z):  # z [K, B, J] -> log p(x|z) + log p(z) [K, B]
             flat = tf.reshape(z, [-1, self.latent_dim])
             tiled = tf.tile(images, [k, 1, 1, 1])
             tiled_labels = tf.tile(labels, [k]) if self.conditional else None
-            log_px = tf.reshape(self.likelihood(flat, tiled_labels).log_prob(tiled), [k, batch])
+            log_px = tf.reshape(self.likelihood(flat, tiled_labels, averaged=True).log_prob(tiled), [k, batch])
             return log_px + self.prior().log_prob(z)
 
         return distributions.importance_weighted_bound(q, log_joint, k, seed=seed)
@@ -245,10 +254,10 @@ class VAE(samplers.CodeSampler, base.ZooModel):
 
     # -- what the model can do -----------------------------------------------
     def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
-        return self.posterior(images, labels).mean()
+        return self.posterior(images, labels, averaged=True).mean()
 
     def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
-        return distributions.likelihood_mean(self._decoder_outputs(z, labels), self.config.likelihood)
+        return distributions.likelihood_mean(self._decoder_outputs(z, labels, averaged=True), self.config.likelihood)
 
     def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         return self.decode(self.encode(images, labels), labels)
@@ -274,18 +283,19 @@ class VAE(samplers.CodeSampler, base.ZooModel):
             return reconstruction + beta * self.kl_objective(q, kl), reconstruction, kl
 
         _, reconstruction, kl = base.minimize(self.optimizer, self.trainable_variables, objective)
+        self.update_ema()
         return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
 
     def test_step(self, data):
         images, labels = base.unpack(data)
         images = self.training_images(images)
-        reconstruction, kl = self.elbo_terms(images, labels, seed=self._step_seed())
+        _, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())  # the raw networks, as training
         return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
 
     # -- serving ---------------------------------------------------------------
     def _serve_encode(self):
         def encode(images, labels=None):
-            q = self.posterior(images, labels)
+            q = self.posterior(images, labels, averaged=True)
             return {"z": q.mean(), "z_stddev": q.stddev()}
 
         return (encode, ("images", "labels")) if self.conditional else (encode, ("images",))
