@@ -37,6 +37,10 @@ def test_registered_and_defaults():
     assert "bigan" in zoo.names() and zoo.get("bigan") is zoo.BiGAN
     config = zoo.default_config("bigan")
     assert config["latent_dim"] == 50 and config["net"] == "conv" and config["loss"] == "non_saturating"
+    assert config["update"] == "simultaneous"
+    old = {k: v for k, v in config.items() if k not in ("update", "width", "ema_decay")}  # a run saved before them
+    assert BiGAN.saved_options(old)["update"] == "alternating"
+    assert zoo.build("bigan", image_shape=SHAPE, **BiGAN.saved_options(old)).config.update == "alternating"
     with pytest.raises(ValueError, match="loss"):
         zoo.build("bigan", image_shape=SHAPE, loss="least_squares")
 
