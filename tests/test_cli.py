@@ -64,7 +64,7 @@ BAD_COMMAND_LINES = [
     (["--dataset=nosuch"], r"unknown dataset 'nosuch'; offline sets: mnist5k, digits"),
     (["--no_such_option=1"], r"valid options: .*--batch_size"),
     (["--model=ae", "--likelihood=gaussian"], r"--likelihood is not an option of model ae; its options: "),
-    (["--model=vae", "--likelihood=poisson"], r"choose one of: bernoulli, gaussian"),
+    (["--model=vae", "--likelihood=poisson"], r"choose one of: bernoulli, continuous_bernoulli, gaussian"),
     (["--model=dcgan", "--loss=squared_hinge"],
      r"loss='squared_hinge' is not valid; choose one of: non_saturating, minimax, least_squares, "
      r"wasserstein_gp, hinge"),
