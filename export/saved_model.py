@@ -195,6 +195,8 @@ def verify_in_fresh_process(exports):
     the in-memory functions and replays the warmup requests. exports: a list
     of (SavedModel path, {name: typed tf.function}, num_classes). Raises
     ExportError naming the first SavedModel that fails."""
+    if not exports:
+        raise ExportError("nothing to verify: pass at least one (path, signatures, num_classes)")
     args = []
     for path, signatures, num_classes in exports:
         inputs, expected = {}, {}

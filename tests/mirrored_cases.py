@@ -15,11 +15,11 @@ OTHER_CASES = {
     "ae": ("ae", dict(latent_dim=4)),
     "vae": ("vae", dict(latent_dim=4)),
     "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
-    "vae_binarized": ("vae", dict(latent_dim=4, binarize="dynamic")),  # run by tests/test_likelihoods.py
+    "vae_binarized": ("vae", dict(latent_dim=4, binarize="dynamic")),
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),
-    "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp", update="simultaneous")),
+    "bigan_mlp": ("bigan", dict(latent_dim=8, d_dropout=0.0, net="mlp")),
     # The moving averages of zoo.ema (model weights too, so compared with the rest).
     "dcgan_ema": ("dcgan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
     "bigan_ema": ("bigan", dict(latent_dim=8, d_dropout=0.0, ema_decay=0.5)),
@@ -32,7 +32,7 @@ OTHER_CASES = {
     "dcgan_sn_aug": ("dcgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True, augment="translation,cutout")),
     "cgan_sn": ("cgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True)),
     "cgan_g_steps": ("cgan", dict(latent_dim=8, d_dropout=0.0, g_steps=2, update="simultaneous")),
-    "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout")),
+    "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout", update="alternating")),
 }
 
 

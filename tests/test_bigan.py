@@ -203,7 +203,7 @@ def test_mixed_precision(digits64):
 def test_mirrored_strategy_matches_one_device():
     """2 replicas on a global batch make the updates one device makes on it
     (bigan_ema: conv nets, the generator's synchronized batch norm, and G's and E's
-    moving averages; mlp with the simultaneous update; bigan_aug: DiffAugment's draws of the global batch). The
+    moving averages, all with the default simultaneous update; mlp; bigan_aug: DiffAugment's draws of the global batch, with the alternating update). The
     default options are each case's without its lever, so no case runs them alone."""
     result = run_mirrored_check("bigan_ema", "bigan_mlp", "bigan_aug")
     assert set(result) == {"bigan_ema", "bigan_mlp", "bigan_aug"}

@@ -35,6 +35,18 @@ def test_auto_decides_by_the_devices(gpus, cpu_bf16, expected):
         precision.decide("fp8")
 
 
+def test_fp16_is_for_one_replica_and_xla_auto_too():
+    """Loss scaling skips or applies a step from each replica's own gradients,
+    and a compiled step skips the strategy's merge_call: with several replicas
+    auto picks neither, and fp16 is refused in one line."""
+    assert precision.decide("auto", gpus=[T4], cpu_bf16=False, replicas=2)[0] == "off"
+    assert precision.decide("auto", gpus=[A100], cpu_bf16=False, replicas=2)[0] == "bf16"
+    with pytest.raises(ValueError, match="fp16 trains on one replica only"):
+        precision.decide("fp16", replicas=2)
+    assert compiler.decide("auto", gpus=["GPU:0", "GPU:1"], replicas=2)[0] is False
+    assert compiler.decide("on", gpus=[], replicas=2)[0] is True  # asked for
+
+
 def test_auto_reads_the_gpus_details_and_the_cpu_flags(monkeypatch):
     """The lookups themselves, faked: tf's device list and details, /proc/cpuinfo."""
     gpus = [types.SimpleNamespace(name="/physical_device:GPU:0"), types.SimpleNamespace(name="/physical_device:GPU:1")]
@@ -106,6 +118,8 @@ def test_train_run_in_float16_with_xla_resumes_in_float16(train_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "compiled with XLA" in proc.stderr
     assert json.load(open(workdir / "config.json"))["dtype_policy"] == "mixed_float16"
+    proc = train_run(*common, "--epochs=2", "--mixed_precision=off")  # other optimizers: refused in one line
+    assert proc.returncode != 0 and "trained in mixed_float16" in proc.stderr.strip().splitlines()[-1]
     proc = train_run(*common, "--epochs=2")  # no flag: the run's own precision
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.load(open(workdir / "config.json"))["dtype_policy"] == "mixed_float16"

@@ -134,7 +134,7 @@ def test_table_marks_default_and_budget_rows():
 def test_the_bound_column_says_what_each_bound_bounds():
     named = {
         "-95.4 (conditional, unnormalised)": {"iwae_conditional_unnormalised": -95.4, "bound_kind": "unnormalised"},
-        "-90.1": {"iwae": -90.1, "nll_nats": 90.1, "bound_kind": "binary", "iwae_k": 5000},
+        "-90.1 (binarised)": {"iwae": -90.1, "nll_nats": 90.1, "bound_kind": "binary", "iwae_k": 5000},
         "-88.0 (conditional)": {"iwae_conditional": -88.0, "bound_kind": "density"},
         "-": {"iwae_k": 64},
     }

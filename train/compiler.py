@@ -1,7 +1,10 @@
 """--jit_compile: whether the train step is compiled with XLA.
 
-auto compiles where XLA pays: on GPUs. On CPUs it is off: XLA made the zoo's
-DCGAN step 2.7x slower on the CPU of docs/benchmarks.md. Every model's step
+auto compiles where XLA pays: on GPUs, for one replica. On CPUs it is off:
+XLA made the zoo's DCGAN step 2.7x slower on the CPU of docs/benchmarks.md.
+Under a distribution strategy of several replicas it is off too, as Keras's
+own auto rule has it (a compiled step skips the strategy's merge_call, which
+loss scaling's skip-or-apply needs on every replica alike). Every model's step
 compiles (tests/test_precision.py); XLA's stateless random numbers are not the
 CPU kernels' (the same law, other numbers), so a compiled run does not repeat
 an uncompiled one draw for draw."""
@@ -11,13 +14,16 @@ import tensorflow as tf
 CHOICES = ("auto", "on", "off")
 
 
-def decide(choice, gpus=None):
-    """(jit_compile, the reason in words); gpus: the visible GPUs (looked up when None)."""
+def decide(choice, gpus=None, replicas=1):
+    """(jit_compile, the reason in words); gpus: the visible GPUs (looked up
+    when None); replicas: the strategy's replicas in sync."""
     if choice not in CHOICES:
         raise ValueError(f"jit_compile={choice!r} is not valid; choose one of: {', '.join(CHOICES)}")
     if choice != "auto":
         return choice == "on", f"--jit_compile={choice}"
     gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    if replicas > 1:
+        return False, f"{replicas} replicas: XLA off (as Keras's auto under a distribution strategy)"
     if gpus:
         return True, f"{len(gpus)} GPU(s): XLA on"
     return False, "no GPU: XLA off (slower on CPUs)"

@@ -40,12 +40,20 @@ def gpu_capabilities():
     return found
 
 
-def decide(choice, gpus=None, cpu_bf16=None):
+def decide(choice, gpus=None, cpu_bf16=None, replicas=1):
     """(the choice auto stands for, the reason in words) for `choice`; gpus as
     gpu_capabilities() returns them and cpu_bf16 as cpu_has_bf16(), looked up
-    when None."""
+    when None; replicas: the strategy's replicas in sync.
+
+    fp16 is for one replica: Keras's LossScaleOptimizer decides to skip or
+    apply a step from the gradients it is given, which in the zoo's steps are
+    each replica's own (Keras sums them inside apply), so replicas could decide
+    apart. With several replicas auto never picks fp16 and fp16 is refused."""
     if choice not in CHOICES:
         raise ValueError(f"mixed_precision={choice!r} is not valid; choose one of: {', '.join(CHOICES)}")
+    if choice == "fp16" and replicas > 1:
+        raise ValueError(f"--mixed_precision=fp16 trains on one replica only, not {replicas}: its loss scaling "
+                         f"decides per replica; use bf16 or off with this strategy")
     if choice != "auto":
         return choice, f"--mixed_precision={choice}"
     gpus = gpu_capabilities() if gpus is None else gpus
@@ -53,6 +61,9 @@ def decide(choice, gpus=None, cpu_bf16=None):
         oldest_name, oldest = min(gpus, key=lambda g: g[1])
         if oldest >= BF16_GPU_CAPABILITY:
             return "bf16", f"the GPUs ({', '.join(n for n, _ in gpus)}) have compute capability >= 8.0"
+        if replicas > 1:
+            return "off", (f"the GPU {oldest_name} lacks bfloat16 units and fp16 is for one replica, "
+                           f"not {replicas}")
         return "fp16", (f"the GPU {oldest_name} has compute capability {oldest[0]}.{oldest[1]} < 8.0 "
                         f"(no bfloat16 units)")
     cpu_bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
@@ -61,9 +72,9 @@ def decide(choice, gpus=None, cpu_bf16=None):
     return "off", "no GPU; this CPU lacks bfloat16 units"
 
 
-def apply(choice):
+def apply(choice, replicas=1):
     """Sets the global dtype policy for `choice`; returns the policy's name."""
-    decided, reason = decide(choice)
+    decided, reason = decide(choice, replicas=replicas)
     if choice == "auto":
         logging.warning("mixed precision auto: %s (%s)", POLICIES[decided], reason)
     keras.mixed_precision.set_global_policy(POLICIES[decided])

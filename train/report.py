@@ -260,7 +260,7 @@ def _bound(r):
     was that), "-" for models without one."""
     for key, value in r.items():
         if value is not None and (key == "iwae" or (key.startswith("iwae_") and key != "iwae_k")):
-            tags = [t for t in BOUND_TAGS if t in key]
+            tags = [t for t in BOUND_TAGS if t in key] + ["binarised"] * (r.get("bound_kind") == "binary")
             if key == "iwae" and "bound_kind" not in r:
                 tags = ["conditional"] * bool(r.get("conditional_accuracy") is not None) + ["unnormalised"]
             return _fmt(value, 1) + (f" ({', '.join(tags)})" if tags else "")

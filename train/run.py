@@ -199,6 +199,11 @@ def _mismatch(path, key, old, new):
 
 def resolve_precision(config, flag):
     """--mixed_precision, or on resume without the flag the precision the run was trained in."""
+    saved = config.get("dtype_policy")
+    if flag.present and saved and (flag.value == "fp16") != (saved == "mixed_float16") and flag.value != "auto":
+        # fp16 wraps every optimizer in a LossScaleOptimizer: the checkpoints' keys differ
+        raise RunError(f"this run was trained in {saved}; resume it without --mixed_precision (or with the "
+                       f"precision it was trained in), or start a new --workdir for --mixed_precision={flag.value}")
     if flag.present or "dtype_policy" not in config:
         return flag.value
     return {policy: choice for choice, policy in precision.POLICIES.items()}.get(config["dtype_policy"], "off")
@@ -257,9 +262,12 @@ def train(
     keras.utils.set_random_seed(config["seed"])
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    policy = precision.apply(mixed_precision)
     try:
-        jit, why = compiler.decide(jit_compile)
+        policy = precision.apply(mixed_precision, replicas=strategy.num_replicas_in_sync)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    try:
+        jit, why = compiler.decide(jit_compile, replicas=strategy.num_replicas_in_sync)
     except ValueError as e:
         raise RunError(str(e)) from None
     if jit:

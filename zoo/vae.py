@@ -67,7 +67,9 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
     Config = VAEConfig
     capabilities = frozenset({"likelihood"})  # and CodeSampler's and Averaging's
     # With ema_decay > 0 the inference methods (encode, decode, the bounds,
-    # generate, the signatures) run the averages of encoder and decoder.
+    # generate, the signatures) run the averages of encoder and decoder. The
+    # learned gmm prior and the Gaussian's learned scale are weights of the
+    # model, not of a network: they are not averaged (inference reads them raw).
     ema_networks = ("encoder", "decoder")
     # The epochs that fit 5 minutes of training on a 2-core CPU without
     # bfloat16 units (README, "Quality from real runs").
