@@ -197,21 +197,22 @@ def verify_in_fresh_process(exports):
     ExportError naming the first SavedModel that fails."""
     if not exports:
         raise ExportError("nothing to verify: pass at least one (path, signatures, num_classes)")
-    args = []
-    for path, signatures, num_classes in exports:
-        inputs, expected = {}, {}
-        for sig_name, fn in signatures.items():
-            x = example_inputs(fn, num_classes)
-            out = fn(*x.values())  # positional: the Python names may differ from the served ones
-            for k, v in x.items():
-                inputs[f"{sig_name}/{k}"] = v
-            for k, v in out.items():
-                v = np.asarray(v)
-                expected[f"{sig_name}/{k}"] = v.astype(bytes) if v.dtype == object else v  # npz: no pickles
-        io_path = path + ".io.npz"
-        np.savez(io_path, **{f"in:{k}": v for k, v in inputs.items()}, **{f"out:{k}": v for k, v in expected.items()})
-        args += [path, io_path]
+    args = []  # SavedModel path, its inputs and expected outputs (.io.npz), ...
     try:
+        for path, signatures, num_classes in exports:
+            inputs, expected = {}, {}
+            for sig_name, fn in signatures.items():
+                x = example_inputs(fn, num_classes)
+                out = fn(*x.values())  # positional: the Python names may differ from the served ones
+                for k, v in x.items():
+                    inputs[f"{sig_name}/{k}"] = v
+                for k, v in out.items():
+                    v = np.asarray(v)
+                    expected[f"{sig_name}/{k}"] = v.astype(bytes) if v.dtype == object else v  # npz: no pickles
+            io_path = path + ".io.npz"
+            np.savez(io_path, **{f"in:{k}": v for k, v in inputs.items()},
+                     **{f"out:{k}": v for k, v in expected.items()})
+            args += [path, io_path]
         proc = subprocess.run(
             [sys.executable, "-m", "export.verify", *args],
             capture_output=True,

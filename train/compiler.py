@@ -21,9 +21,9 @@ def decide(choice, gpus=None, replicas=1):
         raise ValueError(f"jit_compile={choice!r} is not valid; choose one of: {', '.join(CHOICES)}")
     if choice != "auto":
         return choice == "on", f"--jit_compile={choice}"
-    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
     if replicas > 1:
         return False, f"{replicas} replicas: XLA off (as Keras's auto under a distribution strategy)"
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
     if gpus:
         return True, f"{len(gpus)} GPU(s): XLA on"
     return False, "no GPU: XLA off (slower on CPUs)"

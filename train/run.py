@@ -264,9 +264,6 @@ def train(
         tf.config.experimental.enable_op_determinism()
     try:
         policy = precision.apply(mixed_precision, replicas=strategy.num_replicas_in_sync)
-    except ValueError as e:
-        raise RunError(str(e)) from None
-    try:
         jit, why = compiler.decide(jit_compile, replicas=strategy.num_replicas_in_sync)
     except ValueError as e:
         raise RunError(str(e)) from None

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-TensorLike = tf.types.experimental.TensorLike
+from zoo.base import TensorLike
 
 
 def _flat(logits):
