@@ -11,11 +11,14 @@ CASES = {
 # as train.run feeds every model.
 OTHER_CASES = {
     # The autoencoders: the VAE's z = mu + L eps with eps sliced from one draw
-    # for the global batch, as the GANs' noise (banded posterior, gmm prior).
+    # for the global batch, as the GANs' noise (banded posterior, gmm prior;
+    # recurrent posterior and prior).
     "ae": ("ae", dict(latent_dim=4)),
     "vae": ("vae", dict(latent_dim=4)),
     "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
-    "vae_binarized": ("vae", dict(latent_dim=4, binarize="dynamic")),
+    "vae_binarized_recurrent": (
+        "vae", dict(latent_dim=4, binarize="dynamic", posterior="recurrent", prior="recurrent")
+    ),
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),

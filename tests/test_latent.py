@@ -1,5 +1,6 @@
-"""The VAE's banded posterior and learned mixture prior: the maths against numpy
-closed forms, the Monte Carlo KL against the analytic one, and training."""
+"""The VAE's banded and recurrent posteriors and learned mixture and recurrent
+priors: the maths against numpy closed forms and dense Gaussians, the Monte
+Carlo KL against the analytic one, and training."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import tensorflow as tf
 import keras
 import zoo
 from train import data
-from zoo import distributions
+from zoo import base, distributions
 
 tfd = distributions.tfd()
 J = 4
@@ -81,14 +82,14 @@ def test_banded_posterior_samples_have_its_covariance_with_a_none_batch():
 
 def test_encoder_outputs_per_posterior():
     assert distributions.posterior_size("diagonal", J) == 2 * J
-    assert distributions.posterior_size("banded", J) == 3 * J - 1
+    assert distributions.posterior_size("banded", J) == distributions.posterior_size("recurrent", J) == 3 * J - 1
     model = zoo.build("cvae", image_shape=(8, 8, 1), latent_dim=J, net="mlp", posterior="banded")
     assert model.encoder.output_shape[-1] == 3 * J - 1
     q = model.posterior(np.zeros((2, 8, 8, 1), np.float32), labels=[0, 1])
     assert isinstance(q, tfd.MultivariateNormalTriL) and q.event_shape == [J]
-    with pytest.raises(ValueError, match="choose one of: diagonal, banded"):
+    with pytest.raises(ValueError, match="choose one of: diagonal, banded, recurrent"):
         zoo.build("vae", posterior="full")
-    with pytest.raises(ValueError, match="choose one of: normal, gmm"):
+    with pytest.raises(ValueError, match="choose one of: normal, gmm, recurrent"):
         zoo.build("vae", prior="laplace")
 
 
@@ -104,6 +105,148 @@ def test_vae_with_banded_posterior_trains(digits):
     # the sub-diagonal is used: codes of trained examples have correlated posteriors
     q = model.posterior(digits.test_images[:50])
     assert np.abs(np.diagonal(q.scale.to_dense().numpy(), offset=-1, axis1=1, axis2=2)).mean() > 1e-3
+
+
+# -- the recurrent ("diagonal + 1") Gaussian ------------------------------------
+
+
+def numpy_recurrent(params):
+    """(mu, s, a, B) of the recurrent Gaussian from params [B, 3J - 1], in float64:
+    B (z - mu) = S e, B unit lower bidiagonal with B_{i,i-1} = -a_i."""
+    params = params.astype(np.float64)
+    j = (params.shape[-1] + 1) // 3
+    mu, raw, a = params[:, :j], params[:, j : 2 * j], params[:, 2 * j :]
+    b = np.stack([np.eye(j) - np.diag(row, k=-1) for row in a])
+    return mu, softplus(raw) + distributions.MIN_SCALE, a, b
+
+
+def dense_gaussian(params):
+    """N(mu, B^-1 S^2 B^-T) as a dense tfd Gaussian (float64), and its precision B^T S^-2 B."""
+    mu, s, _, b = numpy_recurrent(params)
+    b_inv = np.linalg.inv(b)
+    cov = b_inv @ (s[:, :, None] ** 2 * b_inv.transpose(0, 2, 1))
+    precision = b.transpose(0, 2, 1) @ (b / s[:, :, None] ** 2)
+    return tfd.MultivariateNormalFullCovariance(mu, cov), precision
+
+
+def test_recurrent_gaussian_is_the_dense_gaussian_of_its_matrices():
+    params = random_params(batch=3, seed=7)
+    q = distributions.recurrent_posterior(params)
+    dense, precision = dense_gaussian(params)
+    cov = q.covariance().numpy()
+    np.testing.assert_allclose(cov, dense.covariance().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.inv(cov), precision, rtol=1e-3, atol=1e-3)
+    i, j = np.indices((J, J))
+    assert np.all(precision[:, np.abs(i - j) > 1] == 0.0) and np.all(precision[:, np.abs(i - j) == 1] != 0.0)
+    assert np.all(np.abs(cov[:, np.abs(i - j) > 1]) > 1e-4)  # the covariance is not banded
+    z = np.random.RandomState(8).randn(5, 3, J).astype(np.float32)
+    np.testing.assert_allclose(q.log_prob(z).numpy(), dense.log_prob(z.astype(np.float64)).numpy(), rtol=1e-5)
+    _, s, _, _ = numpy_recurrent(params)
+    np.testing.assert_allclose(q.scale.log_abs_determinant().numpy(), np.log(s).sum(1), rtol=1e-6)
+    np.testing.assert_allclose(q.stddev().numpy(), np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), rtol=1e-5)
+
+
+def test_recurrent_samples_follow_the_recursion():
+    params = random_params(batch=3, seed=9)
+    mu, s, a, _ = numpy_recurrent(params)
+    e = np.random.RandomState(10).randn(3, J)
+    expected = np.zeros_like(e)
+    expected[:, 0] = mu[:, 0] + s[:, 0] * e[:, 0]
+    for i in range(1, J):
+        expected[:, i] = mu[:, i] + a[:, i - 1] * (expected[:, i - 1] - mu[:, i - 1]) + s[:, i] * e[:, i]
+    q = distributions.recurrent_posterior(params)
+    np.testing.assert_allclose(q.bijector.forward(e.astype(np.float32)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # the VAE's reparameterised draw is the same map of the step's eps
+    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=J, net="mlp", posterior="recurrent")
+    eps = base.replica_normal(3, J, tf.constant([1, 2], tf.int64))
+    np.testing.assert_allclose(model.posterior_sample(q, tf.constant([1, 2], tf.int64)).numpy(),
+                               q.loc + q.scale.matvec(eps), rtol=1e-6)
+
+
+def test_recurrent_kls_are_those_of_the_dense_gaussians():
+    params = random_params(batch=3, seed=11)
+    q = distributions.recurrent_posterior(params)
+    dense_q, _ = dense_gaussian(params)
+    kl = distributions.kl_to_prior(q, distributions.standard_normal_prior(J)).numpy()
+    unit = tfd.MultivariateNormalFullCovariance(np.zeros(J), np.eye(J))
+    np.testing.assert_allclose(kl, tfd.kl_divergence(dense_q, unit).numpy(), rtol=1e-4)
+    prior_params = 0.5 * random_params(batch=1, seed=12)[0]  # one prior for every row, as the VAE's
+    p = distributions.recurrent_gaussian(*distributions.split_bidiagonal(prior_params))
+    dense_p, _ = dense_gaussian(prior_params[None])
+    expected = tfd.kl_divergence(dense_q, dense_p).numpy()
+    np.testing.assert_allclose(distributions.kl_to_prior(q, p).numpy(), expected, rtol=1e-4)
+    # and the diagonal and banded posteriors against the recurrent prior
+    banded = distributions.banded_posterior(params)
+    dense_banded = tfd.MultivariateNormalFullCovariance(params[:, :J].astype(np.float64),
+                                                        banded.covariance().numpy().astype(np.float64))
+    np.testing.assert_allclose(distributions.kl_to_prior(banded, p).numpy(),
+                               tfd.kl_divergence(dense_banded, dense_p).numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("posterior", ["banded", "recurrent"])
+def test_one_latent_has_gradients_with_the_bidiagonal_posteriors(posterior):
+    # J = 1: no sub-diagonal (the gradient of tf.linalg.diag(k=-1) fails on 1 x 1)
+    params = tf.Variable(random_params(batch=2, j=1, seed=14))
+    prior = distributions.recurrent_gaussian(tf.zeros([1]), tf.zeros([1]), tf.zeros([0]))
+    with tf.GradientTape() as tape:
+        q = distributions.posterior(posterior, params)
+        z = q.bijector.forward(tf.ones([2, 1]))
+        loss = tf.reduce_sum(distributions.kl_to_prior(q, prior) - q.log_prob(z))
+    grad = tape.gradient(loss, params).numpy()
+    assert np.all(np.isfinite(grad)) and np.abs(grad).min() > 0, grad
+
+
+def recurrent_vae(seed=13):
+    keras.utils.set_random_seed(seed)
+    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=J, net="mlp", posterior="recurrent",
+                      prior="recurrent")
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_recurrent_vae(digits):
+    model = recurrent_vae()
+    prior_weights = (model.prior_loc, model.prior_raw_scales, model.prior_coefficients)
+    start = [w.numpy().copy() for w in prior_weights]
+    before = negative_elbo(model, digits.test_images)
+    model.fit(data.pipeline(digits.train_images, digits.train_labels, 64, seed=0).repeat(), epochs=1,
+              steps_per_epoch=50, verbose=0)
+    return model, start, before
+
+
+def test_vae_with_recurrent_posterior_and_prior_trains(trained_recurrent_vae, digits):
+    model, start, before = trained_recurrent_vae
+    after = negative_elbo(model, digits.test_images)
+    assert after < before - 5.0, (before, after)
+    for initial, weight in zip(start, (model.prior_loc, model.prior_raw_scales, model.prior_coefficients)):
+        assert np.abs(weight.numpy() - initial).max() > 1e-3, weight.name
+    x = digits.test_images[:8]
+    q, p = model.posterior(x), model.prior()
+    assert isinstance(q, tfd.MultivariateNormalLinearOperator) and isinstance(p, tfd.MultivariateNormalLinearOperator)
+    for seed in ([1, 2], [3, 4]):  # the KL is analytic, independent of the sample
+        np.testing.assert_allclose(model.elbo_terms(x, seed=seed)[1].numpy(), tfd.kl_divergence(q, p).numpy(),
+                                   rtol=1e-5)
+    # sampler=prior decodes the prior's recursion of eps
+    eps = tf.random.stateless_normal([3, J], [5, 6])
+    z = p.loc + p.scale.matvec(eps)
+    np.testing.assert_allclose(model.prior_codes(eps).numpy(), z.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.generate(eps, sampler="prior").numpy(), model.decode(z).numpy(), atol=1e-6)
+
+
+def test_recurrent_prior_survives_a_keras_round_trip(trained_recurrent_vae, tmp_path, digits):
+    model, *_ = trained_recurrent_vae
+    path = str(tmp_path / "vae.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config() == model.get_config()
+    for name in ("prior_loc", "prior_raw_scales", "prior_coefficients"):
+        np.testing.assert_array_equal(getattr(loaded, name).numpy(), getattr(model, name).numpy())
+    z = tf.random.stateless_normal([6, J], [7, 8])
+    np.testing.assert_array_equal(loaded.prior().log_prob(z).numpy(), model.prior().log_prob(z).numpy())
+    x = digits.test_images[:4]
+    np.testing.assert_array_equal(loaded.iwae_bound(x, k=4, seed=[1, 1]).numpy(),
+                                  model.iwae_bound(x, k=4, seed=[1, 1]).numpy())
 
 
 # -- the mixture prior ---------------------------------------------------------

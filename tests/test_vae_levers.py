@@ -39,12 +39,16 @@ def test_free_bits_clamp_each_dimension_from_below():
     np.testing.assert_allclose(plain.kl_objective(q, kl).numpy(), kl.numpy())
 
 
-def test_free_bits_on_the_total_for_the_banded_posterior_and_not_with_a_gmm_prior():
+def test_free_bits_on_the_total_for_the_banded_and_recurrent_latents_and_not_with_a_gmm_prior():
     model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp", free_bits=1.0, posterior="banded")
     q = posterior([[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]])
     np.testing.assert_allclose(model.kl_objective(q, tf.constant([2.0])).numpy(), [3.0])
     np.testing.assert_allclose(model.kl_objective(q, tf.constant([5.0])).numpy(), [5.0])
-    with pytest.raises(ValueError, match="free_bits needs the analytic KL"):
+    # the recurrent prior's KL is analytic too: free bits on the total
+    recurrent = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=3, net="mlp", free_bits=1.0,
+                          posterior="recurrent", prior="recurrent")
+    np.testing.assert_allclose(recurrent.kl_objective(q, tf.constant([2.0])).numpy(), [3.0])
+    with pytest.raises(ValueError, match="free_bits needs an analytic KL"):
         zoo.build("vae", image_shape=(8, 8, 1), free_bits=1.0, prior="gmm")
 
 

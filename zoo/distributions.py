@@ -1,10 +1,12 @@
 """tfp distributions of the latent-variable models: posteriors q(z|x) (diagonal,
-banded), priors p(z) (N(0, I), a learned Gaussian mixture) and decoder likelihoods
+banded, recurrent), priors p(z) (N(0, I), a learned Gaussian mixture, a learned
+recurrent Gaussian) and decoder likelihoods
 p(x|z). Plain tfd objects built from network outputs, inside Keras 3 models
 (tfp.layers needs the old tf_keras, so it is not used)."""
 
 import functools
 import importlib
+import math
 
 import tensorflow as tf
 
@@ -25,41 +27,69 @@ LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 # binary images (binarize="dynamic"); on grey levels its bound is not a log-likelihood.
 NORMALISED_ON_GREY_LEVELS = ("continuous_bernoulli", "gaussian")
 BINARIZATIONS = ("none", "dynamic")
-POSTERIORS = ("diagonal", "banded")
-PRIORS = ("normal", "gmm")
+POSTERIORS = ("diagonal", "banded", "recurrent")
+PRIORS = ("normal", "gmm", "recurrent")
+# Priors that are one Gaussian: KL(q || p) is analytic for every posterior (all Gaussian).
+GAUSSIAN_PRIORS = ("normal", "recurrent")
 MIN_SCALE = 1e-4
+UNIT_RAW_SCALE = math.log(math.expm1(1.0 - MIN_SCALE))  # positive_scale's inverse at 1: learned scales start at 1
+
+
+def positive_scale(raw):
+    """sigma = softplus(raw) + 1e-4: positive and smooth, the scales of every
+    Gaussian here."""
+    return tf.nn.softplus(raw) + MIN_SCALE
 
 
 def diagonal_posterior(params):
     """q(z|x) = N(mu, diag(sigma^2)) from params = [mu, s] (2J numbers per row),
     sigma = softplus(s) + 1e-4 (positive and smooth)."""
     mu, s = tf.split(params, 2, axis=-1)
-    return tfd().MultivariateNormalDiag(loc=mu, scale_diag=tf.nn.softplus(s) + MIN_SCALE)
+    return tfd().MultivariateNormalDiag(loc=mu, scale_diag=positive_scale(s))
 
 
 def posterior_size(kind, latent_dim):
     """Numbers per row the encoder outputs for a posterior of `kind`:
-    diagonal J means + J scales = 2J; banded J means + J diagonal + J - 1
-    sub-diagonal entries of L = 3J - 1."""
+    diagonal J means + J scales = 2J; banded and recurrent J means + J scales +
+    J - 1 sub-diagonal entries (of L, or the coefficients a_i) = 3J - 1."""
     if kind == "diagonal":
         return 2 * latent_dim
-    if kind == "banded":
+    if kind in ("banded", "recurrent"):
         return 3 * latent_dim - 1
     raise ValueError(f"posterior={kind!r} is not valid; choose one of: {', '.join(POSTERIORS)}")
 
 
 def posterior(kind, params):
-    """q(z|x) of `kind` from the encoder's outputs (see diagonal_posterior, banded_posterior)."""
-    return {"diagonal": diagonal_posterior, "banded": banded_posterior}[kind](params)
+    """q(z|x) of `kind` from the encoder's outputs (see diagonal_posterior,
+    banded_posterior, recurrent_posterior)."""
+    return {"diagonal": diagonal_posterior, "banded": banded_posterior, "recurrent": recurrent_posterior}[kind](params)
+
+
+def split_bidiagonal(params):
+    """(mu, s, c) from params = [mu, s, c] (3J - 1 numbers per row): J means,
+    J raw scales and J - 1 sub-diagonal numbers, the banded and recurrent
+    posteriors' layout."""
+    params = tf.convert_to_tensor(params)
+    j = (params.shape[-1] + 1) // 3
+    return tf.split(params, [j, j, j - 1], axis=-1)
+
+
+def lower_bidiagonal(diagonal, subdiagonal):
+    """The [..., J, J] matrix with `diagonal` [..., J] on its diagonal and
+    `subdiagonal` [..., J - 1] just below, zero elsewhere. For J = 1 the empty
+    sub-diagonal is left out: the gradient of tf.linalg.diag(k=-1) fails on 1 x 1."""
+    matrix = tf.linalg.diag(diagonal)
+    if diagonal.shape[-1] > 1:
+        matrix += tf.linalg.diag(subdiagonal, k=-1)
+    return matrix
 
 
 def banded_scale(params):
     """L [..., J, J] of the banded posterior from params = [mu, s, b] (3J - 1
     numbers per row): lower bidiagonal, L_ii = softplus(s_i) + 1e-4 (positive,
     so L is a Cholesky factor), L_{i+1,i} = b_i, zero elsewhere."""
-    j = (params.shape[-1] + 1) // 3
-    _, s, b = tf.split(params, [j, j, j - 1], axis=-1)
-    return tf.linalg.diag(tf.nn.softplus(s) + MIN_SCALE) + tf.linalg.diag(b, k=-1)
+    _, s, b = split_bidiagonal(params)
+    return lower_bidiagonal(positive_scale(s), b)
 
 
 def banded_posterior(params):
@@ -67,9 +97,39 @@ def banded_posterior(params):
     covariance L L^T is tridiagonal, so neighbouring latents correlate
     (Sigma_ii = L_ii^2 + L_{i,i-1}^2, Sigma_{i+1,i} = L_{i+1,i} L_ii), at 2J - 1
     scale parameters instead of J for the diagonal posterior."""
-    params = tf.convert_to_tensor(params)
-    j = (params.shape[-1] + 1) // 3
-    return tfd().MultivariateNormalTriL(loc=params[..., :j], scale_tril=banded_scale(params))
+    mu = split_bidiagonal(params)[0]
+    return tfd().MultivariateNormalTriL(loc=mu, scale_tril=banded_scale(params))
+
+
+def recurrent_gaussian(loc, raw_scales, coefficients):
+    """The lecture notes' "diagonal + 1" recurrent Gaussian over J latents:
+
+        z_1 = mu_1 + s_1 e_1,  z_i = mu_i + a_i (z_{i-1} - mu_{i-1}) + s_i e_i,  e ~ N(0, I),
+
+    mu = loc [..., J], s = softplus(raw_scales) + 1e-4 [..., J], a = coefficients
+    [..., J - 1] (a_2..a_J). In matrices B (z - mu) = S e with B unit lower
+    bidiagonal (B_{i,i-1} = -a_i) and S = diag(s): z = mu + B^-1 S e, covariance
+    B^-1 S^2 B^-T (dense: each latent depends on all earlier ones) and precision
+    B^T S^-2 B, tridiagonal. A tfd.MultivariateNormalLinearOperator with scale
+    the LinearOperator B^-1 S: sampling solves B (z - mu) = S e (the recursion,
+    reparameterised), log_prob applies B (exactly the precision form
+    sum_i ((d_i - a_i d_{i-1}) / s_i)^2, d = z - mu) and log det B^-1 S = sum log s_i.
+    B is held dense, O(J^2) a row (cheap at the zoo's J); tfd.kl_divergence
+    to N(0, I) or to another recurrent Gaussian is analytic."""
+    scales = positive_scale(raw_scales)
+    b = tf.linalg.LinearOperatorLowerTriangular(
+        lower_bidiagonal(tf.ones_like(scales), -tf.convert_to_tensor(coefficients)), is_non_singular=True
+    )
+    s = tf.linalg.LinearOperatorDiag(scales, is_non_singular=True)
+    scale = tf.linalg.LinearOperatorComposition([tf.linalg.LinearOperatorInversion(b), s], is_non_singular=True)
+    return tfd().MultivariateNormalLinearOperator(loc=loc, scale=scale)
+
+
+def recurrent_posterior(params):
+    """q(z|x) = recurrent_gaussian(mu, s, a) from params = [mu, s, a] (3J - 1
+    numbers per row): as many as the banded posterior, but a tridiagonal
+    precision (neighbours conditionally dependent) instead of a tridiagonal covariance."""
+    return recurrent_gaussian(*split_bidiagonal(params))
 
 
 def standard_normal_prior(latent_dim):
@@ -83,16 +143,16 @@ def mixture_prior(logits, means, raw_scales):
     return tfd().MixtureSameFamily(
         mixture_distribution=tfd().Categorical(logits=logits),
         components_distribution=tfd().MultivariateNormalDiag(
-            loc=means, scale_diag=tf.nn.softplus(raw_scales) + MIN_SCALE
+            loc=means, scale_diag=positive_scale(raw_scales)
         ),
     )
 
 
 def kl_to_prior(posterior, prior):
     """KL(q(z|x) || p(z)) per example: analytic via tfd().kl_divergence, for any
-    Gaussian q (diagonal or banded) against the Gaussian prior N(0, I):
-    1/2 (tr Sigma + mu^T mu - J - log det Sigma), which for the diagonal q is
-    -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)."""
+    Gaussian q (diagonal, banded or recurrent) against a Gaussian prior N(m, P):
+    1/2 (tr(P^-1 Sigma) + (mu - m)^T P^-1 (mu - m) - J + log det P - log det Sigma),
+    which against N(0, I) for the diagonal q is -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)."""
     return tfd().kl_divergence(posterior, prior)
 
 

@@ -6,10 +6,14 @@ example, in nats.
 
 posterior: diagonal  q(z|x) = N(mu, diag sigma^2)   (2J encoder outputs)
            banded    q(z|x) = N(mu, L L^T), L lower bidiagonal   (3J - 1 outputs)
+           recurrent z_i = mu_i + a_i (z_{i-1} - mu_{i-1}) + s_i e_i, a tridiagonal
+                     precision (3J - 1 outputs; distributions.recurrent_gaussian)
 prior:     normal    p(z) = N(0, I), the KL analytic (tfd.kl_divergence)
            gmm       p(z) = sum_k pi_k N(mu_k, diag sigma_k^2), learned with the
                      networks; the KL is the single-sample Monte Carlo estimate
                      log q(z|x) - log p(z) at the z of the reconstruction term.
+           recurrent p(z) a recurrent Gaussian as the posterior's, its mu, s and a
+                     learned with the networks; the KL analytic (two Gaussians).
 """
 
 import dataclasses
@@ -42,10 +46,14 @@ class VAEConfig:
     gaussian_scale: float = option(0.1, "std of the Gaussian likelihood (its start value if learned)")
     learn_scale: bool = option(False, "learn the Gaussian likelihood's std, one per channel")
     posterior: str = option(
-        "diagonal", "q(z|x): diagonal covariance, or banded (L L^T with L lower bidiagonal)",
+        "diagonal", "q(z|x): diagonal covariance, banded (L L^T with L lower bidiagonal), or recurrent "
+        "(z_i = mu_i + a_i (z_{i-1} - mu_{i-1}) + s_i e_i: a tridiagonal precision)",
         distributions.POSTERIORS,
     )
-    prior: str = option("normal", "p(z): N(0, I), or a learned Gaussian mixture (gmm)", distributions.PRIORS)
+    prior: str = option(
+        "normal", "p(z): N(0, I), a learned Gaussian mixture (gmm), or a learned recurrent Gaussian (recurrent, "
+        "as the posterior of that name)", distributions.PRIORS,
+    )
     prior_components: int = option(10, "number of Gaussians of the gmm prior")
     kl_warmup_steps: int = option(
         0, "train steps over which the KL weight rises linearly from 0 to 1 (KL annealing; 0: weight 1 throughout)"
@@ -58,8 +66,8 @@ class VAEConfig:
 
 @keras.saving.register_keras_serializable(package="genzoo")
 class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
-    """q(z|x) = N(mu(x), Sigma(x)) (diagonal or banded), p(z) = N(0, I) or a
-    learned mixture, p(x|z) Bernoulli or Gaussian.
+    """q(z|x) = N(mu(x), Sigma(x)) (diagonal, banded or recurrent), p(z) = N(0, I),
+    a learned mixture or a learned recurrent Gaussian, p(x|z) Bernoulli or Gaussian.
 
     loss = -ELBO = -log p(x|z) + KL(q(z|x) || p(z)),  z = mu + L eps (L = diag sigma
     for the diagonal posterior)."""
@@ -68,7 +76,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
     capabilities = frozenset({"likelihood"})  # and CodeSampler's and Averaging's
     # With ema_decay > 0 the inference methods (encode, decode, the bounds,
     # generate, the signatures) run the averages of encoder and decoder. The
-    # learned gmm prior and the Gaussian's learned scale are weights of the
+    # learned prior (gmm, recurrent) and the Gaussian's learned scale are weights of the
     # model, not of a network: they are not averaged (inference reads them raw).
     ema_networks = ("encoder", "decoder")
     # The epochs that fit 5 minutes of training on a 2-core CPU without
@@ -86,9 +94,9 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
             )
         if c.binarize == "dynamic" and c.likelihood != "bernoulli":
             raise ValueError(f"binarize=dynamic makes binary images, for likelihood=bernoulli; got likelihood={c.likelihood!r}")
-        if c.free_bits and c.prior != "normal":
+        if c.free_bits and c.prior not in distributions.GAUSSIAN_PRIORS:
             # one-sample Monte Carlo KLs are noisy and can be negative: a per-example clamp would bias them
-            raise ValueError("free_bits needs the analytic KL of prior=normal; use prior=normal or free_bits=0")
+            raise ValueError("free_bits needs an analytic KL (prior=normal or recurrent); use one or free_bits=0")
         cond = self.num_classes if self.conditional else 0
         out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
         self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
@@ -101,6 +109,8 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         )
         if c.prior == "gmm":
             self._add_mixture_prior(c.prior_components)
+        if c.prior == "recurrent":
+            self._add_recurrent_prior()
         self.build_ema()
         self.built = True
 
@@ -110,15 +120,24 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         if k < 1:
             raise ValueError(f"prior_components must be >= 1, got {k}")
         j = self.latent_dim
-        unit = math.log(math.expm1(1.0 - distributions.MIN_SCALE))  # softplus^-1: scale 1
         self.prior_logits = self.add_weight(shape=(k,), initializer="zeros", name="prior_logits")
         self.prior_means = self.add_weight(
             shape=(k, j), initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
             name="prior_means",
         )
         self.prior_raw_scales = self.add_weight(
-            shape=(k, j), initializer=keras.initializers.Constant(unit), name="prior_raw_scales"
+            shape=(k, j), initializer=keras.initializers.Constant(distributions.UNIT_RAW_SCALE), name="prior_raw_scales"
         )
+
+    def _add_recurrent_prior(self):
+        """Trainable weights of the recurrent prior, started at N(0, I): means 0,
+        scales 1, coefficients a_2..a_J 0."""
+        j = self.latent_dim
+        self.prior_loc = self.add_weight(shape=(j,), initializer="zeros", name="prior_loc")
+        self.prior_raw_scales = self.add_weight(
+            shape=(j,), initializer=keras.initializers.Constant(distributions.UNIT_RAW_SCALE), name="prior_raw_scales"
+        )
+        self.prior_coefficients = self.add_weight(shape=(j - 1,), initializer="zeros", name="prior_coefficients")
 
     # -- the probabilistic model ---------------------------------------------
     def _with_labels(self, inputs, labels):
@@ -128,36 +147,43 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         return [inputs, self.one_hot(self.require_labels(labels))]
 
     def posterior(self, images, labels=None, averaged=False):
-        """q(z|x) (q(z|x, y) for the CVAE): a tfd.MultivariateNormalDiag, or
-        MultivariateNormalTriL for the banded posterior; averaged: from the
+        """q(z|x) (q(z|x, y) for the CVAE): a tfd.MultivariateNormalDiag,
+        MultivariateNormalTriL for the banded posterior, MultivariateNormalLinearOperator
+        for the recurrent one; averaged: from the
         encoder's moving average (zoo.ema)."""
         inputs = self._with_labels(images, labels)
         params = self.averaged_call("encoder", inputs) if averaged else self.encoder(inputs)
         return distributions.posterior(self.config.posterior, params)
 
     def prior(self):
-        """p(z): N(0, I), or the learned mixture (distributions.mixture_prior)."""
+        """p(z): N(0, I), the learned mixture (distributions.mixture_prior) or the
+        learned recurrent Gaussian (distributions.recurrent_gaussian)."""
         if self.config.prior == "normal":
             return distributions.standard_normal_prior(self.latent_dim)
+        if self.config.prior == "recurrent":
+            return distributions.recurrent_gaussian(self.prior_loc, self.prior_raw_scales, self.prior_coefficients)
         return distributions.mixture_prior(self.prior_logits, self.prior_means, self.prior_raw_scales)
 
     def prior_codes(self, eps, labels=None):
-        """A sample of p(z) from eps ~ N(0, I): eps itself for N(0, I); for the
-        gmm the exact transform samplers.mixture_transform."""
+        """A sample of p(z) from eps ~ N(0, I): eps itself for N(0, I); mu + B^-1 S eps
+        (the recursion) for the recurrent prior; for the gmm the exact transform
+        samplers.mixture_transform."""
         if self.config.prior == "normal":
             return eps
         p = self.prior()
+        if self.config.prior == "recurrent":
+            return p.bijector.forward(eps)
         components = p.components_distribution
         return samplers.mixture_transform(
             eps, p.mixture_distribution.probs_parameter(), components.loc, components.scale.to_dense()
         )
 
     def kl(self, posterior, z):
-        """KL(q(z|x) || p(z)) per example: analytic for p = N(0, I)
-        (distributions.kl_to_prior); for the gmm prior the single-sample Monte
-        Carlo estimate log q(z|x) - log p(z) at z, the sample of the
+        """KL(q(z|x) || p(z)) per example: analytic for the Gaussian priors N(0, I)
+        and recurrent (distributions.kl_to_prior); for the gmm prior the single-sample
+        Monte Carlo estimate log q(z|x) - log p(z) at z, the sample of the
         reconstruction term (distributions.monte_carlo_kl)."""
-        if self.config.prior == "normal":
+        if self.config.prior in distributions.GAUSSIAN_PRIORS:
             return distributions.kl_to_prior(posterior, self.prior())
         return distributions.monte_carlo_kl(posterior, self.prior(), z)
 
@@ -173,8 +199,8 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         """The KL term the optimiser sees, per example: with free bits lambda
         (Kingma et al. 2016, per example), sum_j max(lambda, KL_j) for the diagonal
         posterior against N(0, I), KL_j = 1/2 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2);
-        max(lambda J, KL) for the banded posterior (free bits need prior=normal's
-        analytic KL). Without free bits, KL itself."""
+        max(lambda J, KL) for the banded and recurrent posteriors and the recurrent
+        prior (free bits need an analytic KL). Without free bits, KL itself."""
         lam = self.config.free_bits
         if lam <= 0:
             return kl
