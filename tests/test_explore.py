@@ -167,7 +167,7 @@ def test_pushforward_density_of_the_quantile_function_is_p_data():
 
 @pytest.fixture(scope="module")
 def gan_1d():
-    return explore.gan_theory(steps=200, batch_size=128, every=100, warmup=50, shown=(0, 100))
+    return explore.gan_theory(steps=200, batch_size=128, every=100, warmup=0.25, shown=(0, 100))
 
 
 def test_a_1d_gan_brings_p_g_towards_p_data(gan_1d, tmp_path):
@@ -213,9 +213,14 @@ def test_the_jsd_grid_minimum_beats_the_ml_fit_and_finds_both_modes_when_they_ar
     assert explore.local_minima(bowl) == [(2, 1)]
 
 
-def test_one_gaussian_gans_move_towards_the_jsd_minimum(tmp_path):
-    result = explore.one_gaussian(steps=200, batch_size=128, every=100, warmup=50, losses=("minimax",),
-                                  toys=explore.TOYS[:1])
+@pytest.fixture(scope="module")
+def one_gaussian():
+    return explore.one_gaussian(steps=200, batch_size=128, every=100, warmup=0.25, losses=("minimax",),
+                                toys=explore.TOYS[:1])
+
+
+def test_one_gaussian_gans_move_towards_the_jsd_minimum(one_gaussian, tmp_path):
+    result = one_gaussian
     notes = result["figures"]["notes_toy"]
     assert notes["ml"]["mu"] == -0.25 and notes["jsd_min"]["jsd"] < notes["ml"]["jsd"]
     assert notes["jsd_min"]["kl"] > notes["ml"]["kl"]  # ML minimises KL, not the JSD
@@ -225,6 +230,25 @@ def test_one_gaussian_gans_move_towards_the_jsd_minimum(tmp_path):
     assert starts[(-2.0, 0.5)]["sigma"] > 1.0 and starts[(-2.0, 0.5)]["jsd"] < 0.2, starts
     assert len(result["curves"]["notes_toy"]["paths"][0][1]) == 3  # steps 0, 100, 200
     assert Image.open(explore.plot_one_gaussian(str(tmp_path / "o.png"), result)).size == (1200, 420)
+
+
+def test_theory_writes_three_plots_beside_each_other_and_one_set_of_figures(gan_1d, one_gaussian, tmp_path,
+                                                                            monkeypatch):
+    x = np.linspace(*explore.GRID)
+    p, q = explore.mixture_pdf(x, explore.P_DATA), explore.mixture_pdf(x, explore.P_G)
+    d = explore.optimal_discriminator(p, q)
+    fixed = {"figures": {"d_star_max_error": 0.0, "d_star_mean_error": 0.0, "v_trained": 0.0, "v_optimal": 0.0,
+                         "v_theory": 0.0, "jsd": 0.1}, "curves": {"x": x, "p_data": p, "p_g": q, "d": d, "d_star": d}}
+    monkeypatch.setattr(explore, "theory", lambda steps, seed: fixed)  # each trained in the tests above
+    monkeypatch.setattr(explore, "gan_theory", lambda steps, seed: gan_1d)
+    monkeypatch.setattr(explore, "one_gaussian", lambda steps, seed: one_gaussian)
+    written, figures = explore.run(None, ["theory"], str(tmp_path / "t.png"))
+    assert [os.path.basename(path) for path, _ in written] == ["t.png", "t_gan.png", "t_ml_vs_gan.png"]
+    assert all(os.path.exists(path) for path, _ in written)
+    assert figures["jsd"] == 0.1 and figures["gan"] is gan_1d["figures"]
+    assert figures["one_gaussian"] is one_gaussian["figures"]
+    with pytest.raises(explore.ExploreError, match="must be >= 1"):
+        explore.run(None, ["theory"], gan_steps=0)
 
 
 # -- latent arithmetic without an encoder ------------------------------------

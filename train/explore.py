@@ -375,10 +375,12 @@ def value_optimal(x, p_data, p_g):
 
 
 def jsd(x, p, q):
-    """JSD(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2, KL(p || m) = int p log(p / m) dx."""
+    """JSD(p || q) = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2, KL(p || m) = int p log(p / m) dx.
+    Densities on the grid x; q may be [..., len(x)], for one JSD per row."""
     m = (p + q) / 2.0
     safe = np.where(m > 0, m, 1.0)
-    return float(0.5 * np.trapezoid(_xlogy(p, p / safe), x) + 0.5 * np.trapezoid(_xlogy(q, q / safe), x))
+    out = 0.5 * np.trapezoid(_xlogy(p, p / safe), x) + 0.5 * np.trapezoid(_xlogy(q, q / safe), x)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def train_discriminator(steps=5000, batch_size=512, learning_rate=1e-2, seed=0):
@@ -544,8 +546,8 @@ def train_gan(generator, densities, loss_names, steps, batch_size=256, learning_
     """Algorithm 1 of Goodfellow et al. for P 1-D GANs at once: per step, d_steps
     discriminator steps, each on a fresh batch of each p_data (densities[p])
     and of G_p(z), then one generator step on fresh z. Each D is paired_mlp's
-    Dense(d_width)-Dense(d_width) on x / 3, losses from zoo.losses (loss_names[p], e.g.
-    "minimax" or "non_saturating"), Adam(beta_1 = 0.5) with learning rates
+    Dense(d_width)-Dense(d_width) on x / 3, losses from zoo.losses
+    (loss_names[p], e.g. "minimax" or "non_saturating"), Adam(beta_1 = 0.5) with learning rates
     (D's, G's) cosine-decayed over `steps`; with `warmup` > 0, G's rises
     linearly from 0 over the first `warmup` steps, so that D learns against
     the starting G before G moves. checkpoint(step) is called at step 0 and
@@ -559,8 +561,12 @@ def train_gan(generator, densities, loss_names, steps, batch_size=256, learning_
     g_opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
         0.0, steps - warmup, warmup_target=g_lr, warmup_steps=warmup) if warmup else
         keras.optimizers.schedules.CosineDecay(g_lr, steps), beta_1=0.5)
-    generator(np.zeros((pairs, 1, 1), np.float32)), discriminator(np.zeros((pairs, 1, 1), np.float32))
-    d_opt.build(discriminator.trainable_weights), g_opt.build(generator.trainable_weights)  # no retrace
+    if warmup >= steps:
+        raise ValueError(f"warmup ({warmup}) must be fewer than the steps ({steps})")
+    for net in (generator, discriminator):
+        net(np.zeros((pairs, 1, 1), np.float32))  # builds the weights, then the optimizers' slots:
+    d_opt.build(discriminator.trainable_weights)  # run_steps is traced once, with no variable to create
+    g_opt.build(generator.trainable_weights)
 
     groups = {}  # loss name -> the pairs that train with it
     for p, name in enumerate(loss_names):
@@ -629,10 +635,10 @@ def mixture_quantile(components, u):
 
 
 def gan_theory(steps=2000, batch_size=256, seed=0, every=50, shown=(0, 200, 400, 1000), learning_rates=(1e-3, 1e-3),
-               warmup=300, d_steps=1):
+               warmup=0.15, d_steps=1):
     """Proposition 2 made visible: a 1-D G (Dense(32)-Dense(32) ReLU MLP, z ~
     N(0, 1)) trained against D (train_gan: non-saturating loss, learning rates
-    1e-3, G's warmed up over `warmup` steps) on p_data = P_DATA. Every `every` steps p_g is estimated on BINS
+    1e-3, G's warmed up over the first `warmup` of the steps) on p_data = P_DATA. Every `every` steps p_g is estimated on BINS
     (pushforward_density) and JSD(p_data || p_g) computed on them (jsd_floor:
     the same estimator for a G that is exactly p_data's quantile function).
 
@@ -652,7 +658,7 @@ def gan_theory(steps=2000, batch_size=256, seed=0, every=50, shown=(0, 200, 400,
             densities[step] = q
 
     train_gan(generator, [P_DATA], ["non_saturating"], steps, batch_size, learning_rates, d_steps, seed=seed,
-              every=every, checkpoint=checkpoint, warmup=warmup)
+              every=every, checkpoint=checkpoint, warmup=int(warmup * steps))
     floor = jsd(centres, p, pushforward_density(lambda z: mixture_quantile(P_DATA, special.ndtr(z))))
     jsd_steps, jsd_values = (np.array(v) for v in zip(*history))
     figures = {
@@ -748,13 +754,7 @@ def kl_to_gaussian(x, p, mu, sigma):
 
 def jsd_landscape(x, p, mus=MUS, sigmas=SIGMAS):
     """JSD(p || N(mu, sigma^2)) for every mu in mus (rows) and sigma in sigmas (columns)."""
-    out = np.empty((len(mus), len(sigmas)))
-    for i, mu in enumerate(mus):
-        q = np.exp(gaussian_logpdf(x[None, :], mu, sigmas[:, None]))
-        m = (p + q) / 2.0
-        safe = np.where(m > 0, m, 1.0)
-        out[i] = 0.5 * np.trapezoid(_xlogy(p, p / safe), x, axis=1) + 0.5 * np.trapezoid(_xlogy(q, q / safe), x, axis=1)
-    return out
+    return np.stack([jsd(x, p, np.exp(gaussian_logpdf(x, mu, sigmas[:, None]))) for mu in mus])
 
 
 def local_minima(values):
@@ -770,15 +770,15 @@ def local_minima(values):
 
 
 def one_gaussian(steps=1500, batch_size=256, seed=0, every=50, losses=("minimax", "non_saturating"),
-                 learning_rates=(2e-3, 2e-2), d_steps=1, warmup=300, toys=TOYS):
+                 learning_rates=(2e-3, 2e-2), d_steps=1, warmup=0.2, toys=TOYS):
     """For each (name, p_data) of `toys`, three fits N(mu, sigma^2) of p_data:
       ml       the maximum-likelihood fit (moments), which minimises KL(p_data || q);
       jsd_min  the JSD's minimum over the grid MUS x SIGMAS (jsd_local_minima:
                every local minimum of that grid, lowest first);
       gan      G(z) = mu + sigma z trained against a D (train_gan: D of width 32,
                learning rates 2e-3 for D and 2e-2 for G, G's warmed up over
-               `warmup` steps) with each of `losses`, from three starts: the
-               ML fit and each component of p_data.
+               the first `warmup` of the steps) with each of `losses`, from
+               three starts: the ML fit and each component of p_data.
     each with kl = KL(p_data || q) and jsd = JSD(p_data || q), computed on WIDE_GRID.
 
     Returns {"figures": {toy: {...}}, "curves": {toy: {x, p_data, jsd (the
@@ -790,13 +790,13 @@ def one_gaussian(steps=1500, batch_size=256, seed=0, every=50, losses=("minimax"
     paths = [[] for _ in runs]
 
     def checkpoint(step):
-        sigma, mu = np.abs(keras.ops.convert_to_numpy(generator.kernel)).ravel(), keras.ops.convert_to_numpy(generator.bias).ravel()
+        mu, sigma = np.ravel(generator.bias), np.abs(np.ravel(generator.kernel))
         for path, m, s in zip(paths, mu, sigma):
             path.append((float(m), float(s)))
 
     train_gan(generator, [c for _, c, _, _ in runs], [loss for _, _, loss, _ in runs], steps, batch_size,
               learning_rates=learning_rates, d_steps=d_steps, seed=seed, every=every, checkpoint=checkpoint, d_width=32,
-              warmup=warmup)
+              warmup=int(warmup * steps))
     figures, curves = {}, {}
     for name, components in toys:
         p = mixture_pdf(x, components)
@@ -856,14 +856,16 @@ def plot_one_gaussian(path, result):
         contour = b.contourf(MUS, SIGMAS, c["jsd"].T, levels=np.unique(levels), cmap="Greys_r", extend="max")
         fig.colorbar(contour, ax=b, label="JSD(p_data || N(mu, sigma^2))")
         b.set(yscale="log", xlabel="mu", ylabel="sigma (log scale)")
-        b.plot(f["ml"]["mu"], f["ml"]["sigma"], "x", color="tab:blue", markersize=11, mew=3, label="max. likelihood")
-        for i, m in enumerate(f["jsd_local_minima"]):
-            b.plot(m["mu"], m["sigma"], "*" if i == 0 else "v", color="tab:red", markersize=13 if i == 0 else 9,
-                   label="JSD: global minimum" if i == 0 else ("JSD: local minima" if i == 1 else None))
         for loss, trajectory in c["paths"]:
             b.plot(trajectory[:, 0], trajectory[:, 1], color=LOSS_COLOURS[loss], linewidth=1)
-            b.plot(*trajectory[0], "o", color=LOSS_COLOURS[loss], markerfacecolor="none")
-            b.plot(*trajectory[-1], "o", color=LOSS_COLOURS[loss])
+            b.plot(*trajectory[0], "o", color=LOSS_COLOURS[loss], markerfacecolor="none", markersize=5)
+            b.plot(*trajectory[-1], "o", color=LOSS_COLOURS[loss], markersize=5)
+        b.plot(f["ml"]["mu"], f["ml"]["sigma"], "x", color="tab:blue", markersize=11, mew=3, label="max. likelihood",
+               zorder=5)
+        for i, m in enumerate(f["jsd_local_minima"]):  # above the paths, which end on them
+            b.plot(m["mu"], m["sigma"], "*" if i == 0 else "v", color="tab:red", markersize=14 if i == 0 else 9,
+                   markeredgecolor="white", zorder=5,
+                   label="JSD: global minimum" if i == 0 else ("JSD: local minima" if i == 1 else None))
         b.set_title("the JSD over one Gaussian; GAN paths (open: start, filled: end)", fontsize="medium")
         b.legend(fontsize="x-small", loc="upper left")
     return _save(fig, path)
@@ -906,7 +908,8 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
                 pool, kind = test_pool(model, dataset), "test triples a,b,c (labels)"
             else:
                 logging.warning("%s has no encoder (models with one: %s): the arithmetic is on the latents of "
-                                "generated images, classified by train.evaluate's classifier", config["model"], encoders)
+                                "generated images, classified by train.evaluate's classifier", config["model"],
+                                encoders)
                 pool, figures["generated"] = generated_pool(model, dataset, evaluate.classifier(dataset, cache_dir)[0],
                                                             draws, confidence, seed)
                 kind = f"{len(pool.images)} of {draws} generated images kept; triples a,b,c of them (classes)"
@@ -920,6 +923,9 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
             means_path = write_grid(os.path.splitext(target)[0] + "_class_means.png", images, columns)
             written.append((means_path, "rows: c, then decode(z_c - m_(y_c) + m_k) for every class k"))
     if "theory" in modes:
+        if min(theory_steps, gan_steps, fit_steps) < 1:
+            raise ExploreError(f"--theory_steps, --gan_steps and --fit_steps must be >= 1 "
+                               f"(got {theory_steps}, {gan_steps} and {fit_steps})")
         target = path("theory.png")
         result = theory(theory_steps, seed=seed)
         written.append((plot_theory(target, result), "p_data, p_g, D* and the trained D"))
