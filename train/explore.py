@@ -253,7 +253,7 @@ class Pool(NamedTuple):
     name: str  # what the images are, for messages: "the test split", "the kept generated images"
 
 
-def test_pool(model, dataset):
+def encoded_pool(model, dataset):
     """The test split with its labels and codes encode(x): for models with an encoder."""
     x, y = dataset.test_images, dataset.test_labels
     return Pool(x, y, model.encode_all(x, y), "the test split")
@@ -282,8 +282,7 @@ def generated_pool(model, dataset, clf, draws=2000, confidence=0.9, seed=0):
     given = rng.randint(dataset.num_classes, size=draws).astype(np.int32) if model.conditional else None
     images = evaluate.generated(model, z, given)
     logits = np.asarray(clf.predict(images, batch_size=250, verbose=0)[1], np.float64)
-    probabilities = np.exp(logits - logits.max(1, keepdims=True))
-    predicted, kept = confident_classes(probabilities / probabilities.sum(1, keepdims=True), confidence, given)
+    predicted, kept = confident_classes(special.softmax(logits, axis=1), confidence, given)
     if not kept.any():
         raise ExploreError(f"none of the {draws} generated images was classified with probability >= {confidence}"
                            f"{' as its label' if given is not None else ''}: train longer or lower --confidence")
@@ -905,7 +904,7 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
             written.append((write_grid(path("interpolate.png"), images, columns), note))
         if "arithmetic" in modes:
             if model.can("encoder"):
-                pool, kind = test_pool(model, dataset), "test triples a,b,c (labels)"
+                pool, kind = encoded_pool(model, dataset), "test triples a,b,c (labels)"
             else:
                 logging.warning("%s has no encoder (models with one: %s): the arithmetic is on the latents of "
                                 "generated images, classified by train.evaluate's classifier", config["model"],
