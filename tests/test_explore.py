@@ -1,5 +1,6 @@
 """train.explore: interpolation maths, the optimal discriminator, and the command on tiny runs."""
 
+import json
 import math
 import os
 import re
@@ -141,6 +142,133 @@ def test_theory_plot_is_written(tmp_path):
     assert Image.open(path).size == (900, 520)
 
 
+def test_paired_dense_is_one_dense_layer_per_pair():
+    layer = explore.PairedDense(3, 2, seed=1)
+    x = np.random.RandomState(0).randn(3, 5, 4).astype(np.float32)
+    y = np.asarray(layer(x))
+    kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
+    for p in range(3):
+        np.testing.assert_allclose(y[p], x[p] @ kernel[p] + bias[p], rtol=1e-5, atol=1e-6)
+    g = explore.paired_gaussians([(-1.0, 0.5), (2.0, 3.0)])
+    np.testing.assert_allclose(np.asarray(g(np.ones((2, 1, 1), np.float32)))[:, 0, 0], [-0.5, 5.0])
+
+
+def test_pushforward_density_of_the_quantile_function_is_p_data():
+    x = (explore.BINS[1:] + explore.BINS[:-1]) / 2
+    p = explore.binned(explore.P_DATA)
+    assert abs(np.sum(p * np.diff(explore.BINS)) - 1.0) < 1e-6
+    exact = explore.pushforward_density(lambda z: explore.mixture_quantile(explore.P_DATA, explore.special.ndtr(z)))
+    assert explore.jsd(x, p, exact) < 1e-4  # the estimator's floor
+    # G(z) = 1.5 z is N(0, 1.5^2): the estimate gives the JSD of P_G against p_data computed on the fine grid
+    fine = np.linspace(*explore.GRID)
+    reference = explore.jsd(fine, explore.mixture_pdf(fine, explore.P_DATA), explore.mixture_pdf(fine, explore.P_G))
+    assert abs(explore.jsd(x, p, explore.pushforward_density(lambda z: 1.5 * z)) - reference) < 2e-3
+
+
+@pytest.fixture(scope="module")
+def gan_1d():
+    return explore.gan_theory(steps=200, batch_size=128, every=100, warmup=0.25, shown=(0, 100))
+
+
+def test_a_1d_gan_brings_p_g_towards_p_data(gan_1d, tmp_path):
+    f = gan_1d["figures"]
+    assert f["jsd_start"] > 0.4 and f["jsd_final"] < 0.15, f  # from a point mass to both modes
+    assert sorted(f["jsd_at"]) == ["0", "100", "200"] and f["jsd_floor"] < 1e-4
+    assert Image.open(explore.plot_gan(str(tmp_path / "g.png"), gan_1d)).size == (1100, 400)
+
+
+def test_the_ml_fit_is_the_mixtures_moments_and_minimises_kl():
+    mu, sigma = explore.moments(explore.P_DATA)
+    assert (mu, round(sigma, 4)) == (-0.25, 1.8625)  # 1/2 (-2 + 1.5); sqrt(1/2 (0.25 + 4 + 0.5625 + 2.25) - mu^2)
+    x = np.linspace(*explore.WIDE_GRID)
+    p = explore.mixture_pdf(x, explore.P_DATA)
+    best = explore.kl_to_gaussian(x, p, mu, sigma)
+    for dm, ds in ((0.05, 1.0), (-0.05, 1.0), (0.0, 1.03), (0.0, 0.97)):
+        assert explore.kl_to_gaussian(x, p, mu + dm, sigma * ds) > best
+    # KL(p || p) = 0, and KL(N(0, 1) || N(1, 2^2)) = log 2 + (1 + 1) / 8 - 1/2
+    assert abs(explore.kl_to_gaussian(x, explore.mixture_pdf(x, ((1.0, 0.3, 0.7),)), 0.3, 0.7)) < 1e-9
+    normal = explore.mixture_pdf(x, ((1.0, 0.0, 1.0),))
+    assert abs(explore.kl_to_gaussian(x, normal, 1.0, 2.0) - (math.log(2.0) + 2.0 / 8.0 - 0.5)) < 1e-9
+
+
+def test_the_jsd_grid_minimum_beats_the_ml_fit_and_finds_both_modes_when_they_are_far_apart():
+    x = np.linspace(-25.0, 25.0, 501)  # as exact as WIDE_GRID here (see it), in half the time
+    for name, components in explore.TOYS:
+        p = explore.mixture_pdf(x, components)
+        landscape = explore.jsd_landscape(x, p)
+        i, j = np.unravel_index(landscape.argmin(), landscape.shape)
+        mu, sigma = explore.moments(components)
+        ml = explore.jsd(x, p, np.exp(explore.gaussian_logpdf(x, mu, sigma)))
+        assert landscape[i, j] < ml, name
+        q = np.exp(explore.gaussian_logpdf(x, explore.MUS[i], explore.SIGMAS[j]))
+        assert abs(explore.jsd(x, p, q) - landscape[i, j]) < 1e-12  # the landscape is jsd() on the grid
+        minima = [(round(explore.MUS[a], 2), explore.SIGMAS[b]) for a, b in explore.local_minima(landscape)]
+        if name == "notes_toy":  # the global minimum covers both modes; fitting one mode is a local minimum
+            assert abs(minima[0][0] - mu) < 0.2 and len(minima) == 2 and minima[1][0] == -2.0
+        else:  # 6 apart: one mode (the two tie), and the covering fit is the local minimum
+            assert {minima[0][0], minima[1][0]} == {-3.0, 3.0} and abs(minima[2][0]) < 0.5 and minima[2][1] > 2.5
+    bowl = np.add.outer(np.arange(5.0) - 2, np.arange(4.0) - 1) ** 2  # min at (2, 1)
+    assert explore.local_minima(bowl) == []  # ties are not minima
+    bowl[2, 1] = -1.0
+    assert explore.local_minima(bowl) == [(2, 1)]
+
+
+@pytest.fixture(scope="module")
+def one_gaussian():
+    return explore.one_gaussian(steps=200, batch_size=128, every=100, warmup=0.25, losses=("minimax",),
+                                toys=explore.TOYS[:1])
+
+
+def test_one_gaussian_gans_move_towards_the_jsd_minimum(one_gaussian, tmp_path):
+    result = one_gaussian
+    notes = result["figures"]["notes_toy"]
+    assert notes["ml"]["mu"] == -0.25 and notes["jsd_min"]["jsd"] < notes["ml"]["jsd"]
+    assert notes["jsd_min"]["kl"] > notes["ml"]["kl"]  # ML minimises KL, not the JSD
+    starts = {tuple(g["start"]): g for g in notes["gan"]}
+    assert set(starts) == {(-0.25, 1.862), (-2.0, 0.5), (1.5, 0.75)}
+    # from the left mode (a local minimum, JSD 0.213) the minimax GAN leaves towards the covering minimum
+    assert starts[(-2.0, 0.5)]["sigma"] > 1.0 and starts[(-2.0, 0.5)]["jsd"] < 0.2, starts
+    assert len(result["curves"]["notes_toy"]["paths"][0][1]) == 3  # steps 0, 100, 200
+    assert Image.open(explore.plot_one_gaussian(str(tmp_path / "o.png"), result)).size == (1200, 420)
+
+
+def test_theory_writes_three_plots_beside_each_other_and_one_set_of_figures(gan_1d, one_gaussian, tmp_path,
+                                                                            monkeypatch):
+    x = np.linspace(*explore.GRID)
+    p, q = explore.mixture_pdf(x, explore.P_DATA), explore.mixture_pdf(x, explore.P_G)
+    d = explore.optimal_discriminator(p, q)
+    fixed = {"figures": {"d_star_max_error": 0.0, "d_star_mean_error": 0.0, "v_trained": 0.0, "v_optimal": 0.0,
+                         "v_theory": 0.0, "jsd": 0.1}, "curves": {"x": x, "p_data": p, "p_g": q, "d": d, "d_star": d}}
+    monkeypatch.setattr(explore, "theory", lambda steps, seed: fixed)  # each trained in the tests above
+    monkeypatch.setattr(explore, "gan_theory", lambda steps, seed: gan_1d)
+    monkeypatch.setattr(explore, "one_gaussian", lambda steps, seed: one_gaussian)
+    written, figures = explore.run(None, ["theory"], str(tmp_path / "t.png"))
+    assert [os.path.basename(path) for path, _ in written] == ["t.png", "t_gan.png", "t_ml_vs_gan.png"]
+    assert all(os.path.exists(path) for path, _ in written)
+    assert figures["jsd"] == 0.1 and figures["gan"] is gan_1d["figures"]
+    assert figures["one_gaussian"] is one_gaussian["figures"]
+    with pytest.raises(explore.ExploreError, match="must be >= 1"):
+        explore.run(None, ["theory"], gan_steps=0)
+
+
+# -- latent arithmetic without an encoder ------------------------------------
+
+
+def test_confident_classes_keep_sure_and_consistent_predictions():
+    probabilities = np.array([[0.95, 0.05], [0.6, 0.4], [0.02, 0.98], [0.91, 0.09]])
+    predicted, kept = explore.confident_classes(probabilities, 0.9)
+    assert predicted.tolist() == [0, 0, 1, 0] and kept.tolist() == [True, False, True, True]
+    _, kept = explore.confident_classes(probabilities, 0.9, given=np.array([0, 0, 1, 1]))
+    assert kept.tolist() == [True, False, True, False]  # a conditional draw counts only as its own label
+
+
+def test_class_means_are_per_class_averages():
+    codes = np.array([[1.0, 0.0], [3.0, 2.0], [10.0, 10.0], [-1.0, 4.0]])
+    classes, means = explore.class_means(codes, np.array([2, 2, 7, 2]))
+    assert classes.tolist() == [2, 7]
+    np.testing.assert_allclose(means, [[1.0, 2.0], [10.0, 10.0]])
+
+
 # -- the command --------------------------------------------------------------
 
 
@@ -176,18 +304,26 @@ def test_arithmetic_of_given_triples(vae_run, tmp_path):
     assert Image.open(written[0][0]).size == grid_size(rows=2, columns=4)
 
 
-def test_a_gan_interpolates_prior_draws_but_has_no_arithmetic(train_run, tmp_path):
+def test_a_gan_interpolates_prior_draws_and_does_arithmetic_on_classified_draws(train_run, tmp_path):
     workdir = tmp_path / "gan"
     proc = train_run("--model=gan", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_module("train.explore", f"--workdir={workdir}", "--arithmetic")
-    assert proc.returncode == 2
-    assert "holds a gan, which has no encoder: --arithmetic needs one of aae, ae, bigan, cvae, vae" in last_line(proc)
-    assert "Traceback" not in proc.stderr
     proc = run_module("train.explore", f"--workdir={workdir}", "--interpolate", "--pairs=2", "--steps=5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "interpolating between prior draws" in proc.stderr
     assert Image.open(workdir / "explore" / "interpolate.png").size == grid_size(rows=4, columns=5)
+    # an untrained G's digits are unsure: keep every draw (--confidence=0), classed by its most likely digit
+    proc = run_module("train.explore", f"--workdir={workdir}", "--arithmetic", "--draws=120", "--confidence=0",
+                      f"--cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the arithmetic is on the latents of generated images" in proc.stderr
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])["generated"]
+    assert figures["draws"] == figures["kept"] == sum(figures["class_counts"]) == 120
+    classes = sum(1 for n in figures["class_counts"] if n)
+    assert "wrote " + str(workdir / "explore" / "arithmetic.png") + ": 120 of 120 generated images kept" in proc.stdout
+    assert Image.open(workdir / "explore" / "arithmetic.png").size == grid_size(rows=classes, columns=4)
+    means = Image.open(workdir / "explore" / "arithmetic_class_means.png")
+    assert means.size == grid_size(rows=classes, columns=classes + 1)
 
 
 def test_an_untrained_workdir_is_a_one_line_error(tmp_path):
