@@ -11,10 +11,12 @@ CASES = {
 # as train.run feeds every model.
 OTHER_CASES = {
     # The autoencoders: the VAE's z = mu + L eps with eps sliced from one draw
-    # for the global batch, as the GANs' noise (banded posterior, gmm prior).
+    # for the global batch, as the GANs' noise (banded posterior, gmm prior; the
+    # discretised logistic's two decoder outputs per pixel).
     "ae": ("ae", dict(latent_dim=4)),
     "vae": ("vae", dict(latent_dim=4)),
-    "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
+    "cvae_banded_gmm_dlogistic": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3,
+                                               likelihood="discretized_logistic")),
     "vae_binarized": ("vae", dict(latent_dim=4, binarize="dynamic")),
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
