@@ -11,11 +11,13 @@ CASES = {
 # as train.run feeds every model.
 OTHER_CASES = {
     # The autoencoders: the VAE's z = mu + L eps with eps sliced from one draw
-    # for the global batch, as the GANs' noise (banded posterior, gmm prior;
-    # recurrent posterior and prior).
+    # for the global batch, as the GANs' noise (banded posterior, gmm prior and
+    # the discretised logistic's two decoder outputs per pixel; recurrent
+    # posterior and prior).
     "ae": ("ae", dict(latent_dim=4)),
     "vae": ("vae", dict(latent_dim=4)),
-    "cvae_banded_gmm": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3)),
+    "cvae_banded_gmm_dlogistic": ("cvae", dict(latent_dim=4, posterior="banded", prior="gmm", prior_components=3,
+                                               likelihood="discretized_logistic")),
     "vae_binarized_recurrent": (
         "vae", dict(latent_dim=4, binarize="dynamic", posterior="recurrent", prior="recurrent")
     ),

@@ -136,6 +136,10 @@ def test_the_bound_column_says_what_each_bound_bounds():
         "-95.4 (conditional, unnormalised)": {"iwae_conditional_unnormalised": -95.4, "bound_kind": "unnormalised"},
         "-90.1 (binarised)": {"iwae": -90.1, "nll_nats": 90.1, "bound_kind": "binary", "iwae_k": 5000},
         "-88.0 (conditional)": {"iwae_conditional": -88.0, "bound_kind": "density"},
+        "-600.0 (8-bit, 1.104 bpd)": {"elbo": -610.0, "iwae": -600.0, "bpd": 1.1042, "elbo_bpd": 1.12,
+                                      "bound_kind": "discrete_8bit"},
+        "-610.0 (conditional, 8-bit, 1.104 bpd)": {"iwae_conditional": -610.0, "bpd_conditional": 1.1042,
+                                                   "bound_kind": "discrete_8bit"},
         "-": {"iwae_k": 64},
     }
     for shown, figures in named.items():

@@ -171,14 +171,14 @@ def test_vae_iwae_bound_is_non_decreasing_in_k(digits):
 def test_autoencoders_mirrored_strategy_matches_one_device():
     """2 replicas on a global batch make the update one device makes on it
     (tests/mirrored_check.py: the AE; the VAE, whose eps is each replica's slice
-    of one draw; the CVAE with the banded posterior and the gmm prior; the VAE
-    with binarize=dynamic, whose pixel draws are cut alike, and the recurrent
-    posterior and learned prior). Their
+    of one draw; the CVAE with the banded posterior, the gmm prior and the
+    discretised logistic likelihood; the VAE with binarize=dynamic, whose pixel
+    draws are cut alike, and the recurrent posterior and learned prior). Their
     losses sum 64 pixels per example, so float32 rounding reaches ~2e-5: the bar
     is relative to how far the steps moved the weights, far below the factor-2
     error of a mean over one replica's half batch."""
-    result = run_mirrored_check("ae", "vae", "cvae_banded_gmm", "vae_binarized_recurrent")
-    assert set(result) == {"ae", "vae", "cvae_banded_gmm", "vae_binarized_recurrent"}
+    result = run_mirrored_check("ae", "vae", "cvae_banded_gmm_dlogistic", "vae_binarized_recurrent")
+    assert set(result) == {"ae", "vae", "cvae_banded_gmm_dlogistic", "vae_binarized_recurrent"}
     for name, r in result.items():
         assert r["moved"] > 1e-3, (name, r)
         assert r["max_diff"] < 1e-3 * r["moved"], (name, r)

@@ -24,6 +24,10 @@ for what they bound (bound_names):
                  Bernoulli on binarised images (binarize=dynamic: the test split
                  binarised once, with a fixed seed); with binarize=dynamic also
                  nll_nats = -iwae, the figure the VAE and IWAE papers print;
+                 with the discretised logistic, log P(x) of the test split at
+                 its nearest 8-bit levels k / 255 (bound_kind discrete_8bit),
+                 and beside them bpd = -iwae / (D ln 2), D = H W C, the
+                 figure the papers of 8-bit images print, and elbo_bpd;
   ..._unnormalised  the Bernoulli pmf on grey levels, which is not a density
                  on [0, 1] (it integrates to 1/2 or less): a training objective,
                  not a log-likelihood;
@@ -47,7 +51,7 @@ import zoo  # noqa: E402,F401  (registers the model classes for load_model)
 from train import cli  # noqa: E402
 from train import data  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
-from zoo import metrics, samplers  # noqa: E402
+from zoo import distributions, metrics, samplers  # noqa: E402
 
 FLAGS = flags.FLAGS
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "genzoo")
@@ -208,19 +212,24 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, i
 
 
 def bound_names(model):
-    """{"elbo": name, "iwae": name, "nll": name or None}: the names of the
-    model's bounds in evaluate's output (see the module docstring), from
-    model.bound_kind and whether it is conditional."""
+    """{"elbo": name, "iwae": name, "nll": name or None, "bpd": name or None,
+    "elbo_bpd": name or None}: the names of the model's bounds in evaluate's
+    output (see the module docstring), from model.bound_kind and whether it is
+    conditional."""
     conditional = "_conditional" if model.conditional else ""
     unnormalised = "_unnormalised" if model.bound_kind == "unnormalised" else ""
+    discrete = model.bound_kind == "discrete_8bit"
     return {"elbo": f"elbo{conditional}{unnormalised}", "iwae": f"iwae{conditional}{unnormalised}",
-            "nll": f"nll{conditional}_nats" if model.bound_kind == "binary" else None}
+            "nll": f"nll{conditional}_nats" if model.bound_kind == "binary" else None,
+            "bpd": f"bpd{conditional}" if discrete else None,
+            "elbo_bpd": f"elbo{conditional}_bpd" if discrete else None}
 
 
 def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K):
     """The ELBO (one draw per image) and the IWAE bound (iwae_k draws) averaged
     over the test split as the model scores it (model.evaluation_images), under
-    the names of bound_names, with iwae_k."""
+    the names of bound_names, with iwae_k; for a pmf over 8-bit levels both
+    also in bits per dimension."""
     names = bound_names(model)
     images = model.evaluation_images(dataset.test_images).numpy()
     rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), images, dataset.test_labels)
@@ -231,6 +240,10 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K):
     out[names["iwae"]], out["iwae_k"], out["bound_kind"] = float(bound.mean()), iwae_k, model.bound_kind
     if names["nll"]:
         out[names["nll"]] = -out[names["iwae"]]
+    if names["bpd"]:
+        dimensions = int(np.prod(images.shape[1:]))
+        out[names["bpd"]] = distributions.bits_per_dimension(out[names["iwae"]], dimensions)
+        out[names["elbo_bpd"]] = distributions.bits_per_dimension(out[names["elbo"]], dimensions)
     return out
 
 

@@ -257,10 +257,14 @@ def _bound(r):
     """The IWAE bound of a row, tagged with what it bounds: "(conditional)" for
     log p(x | y), "(unnormalised)" for the Bernoulli pmf on grey levels (rows
     of reports before train.evaluate named its bounds have a bare "iwae", which
-    was that), "-" for models without one."""
+    was that), "(8-bit, B bpd)" for a pmf over 8-bit levels with its bits per
+    dimension, "-" for models without one."""
     for key, value in r.items():
         if value is not None and (key == "iwae" or (key.startswith("iwae_") and key != "iwae_k")):
             tags = [t for t in BOUND_TAGS if t in key] + ["binarised"] * (r.get("bound_kind") == "binary")
+            bpd = next((v for k, v in r.items() if k.startswith("bpd") and v is not None), None)
+            if r.get("bound_kind") == "discrete_8bit" and bpd is not None:
+                tags.append(f"8-bit, {bpd:.3f} bpd")
             if key == "iwae" and "bound_kind" not in r:
                 tags = ["conditional"] * bool(r.get("conditional_accuracy") is not None) + ["unnormalised"]
             return _fmt(value, 1) + (f" ({', '.join(tags)})" if tags else "")

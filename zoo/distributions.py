@@ -2,7 +2,10 @@
 banded, recurrent), priors p(z) (N(0, I), a learned Gaussian mixture, a learned
 recurrent Gaussian) and decoder likelihoods
 p(x|z). Plain tfd objects built from network outputs, inside Keras 3 models
-(tfp.layers needs the old tf_keras, so it is not used)."""
+(tfp.layers needs the old tf_keras, so it is not used); the discretised
+logistic is a small class of its own (DiscretizedLogistic), on the images'
+[0, 1] scale, in log space as PixelCNN++ writes it (tfp's
+QuantizedDistribution counts integer levels)."""
 
 import functools
 import importlib
@@ -21,11 +24,21 @@ def tfd():
     return importlib.import_module("tensorflow_probability").distributions
 
 
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian", "discretized_logistic")
 # Likelihoods that are normalised densities on grey levels in [0, 1] (or on R):
 # their ELBO and IWAE bound log p(x). The Bernoulli pmf is normalised only on
 # binary images (binarize="dynamic"); on grey levels its bound is not a log-likelihood.
 NORMALISED_ON_GREY_LEVELS = ("continuous_bernoulli", "gaussian")
+# Likelihoods that are pmfs over the 256 levels k / 255 of 8-bit grey: their
+# bounds are log P(x) of the quantised images, reported in bits per dimension.
+DISCRETE_8BIT = ("discretized_logistic",)
+LEVELS = 256
+# Decoder outputs per pixel and channel (nets.decoder's channels_per_pixel):
+# the discretised logistic reads a location and a log-scale.
+OUTPUTS_PER_PIXEL = {"discretized_logistic": 2}
+# PixelCNN++ clamps log s at -7 for data in [-1, 1]; on [0, 1] that is -7 - ln 2,
+# here -8: a pixel can still put 0.99 of its mass on one interior level.
+LOG_SCALE_MIN = -8.0
 BINARIZATIONS = ("none", "dynamic")
 POSTERIORS = ("diagonal", "banded", "recurrent")
 PRIORS = ("normal", "gmm", "recurrent")
@@ -182,7 +195,10 @@ def likelihood(kind, outputs, log_scale=None):
       + (1 - x) log(1 - lambda) + log C(lambda), C(lambda) = 2 artanh(1 - 2 lambda)
       / (1 - 2 lambda) (2 at lambda = 1/2), so that int_0^1 p(x) dx = 1;
     gaussian: outputs are means (squashed to [0, 1] by a sigmoid);
-      log p(x|z) = sum log N(x; mean, exp(log_scale)^2)."""
+      log p(x|z) = sum log N(x; mean, exp(log_scale)^2);
+    discretized_logistic: outputs are [mu, log s] (2 C channels, see
+      OUTPUTS_PER_PIXEL), log s clamped at LOG_SCALE_MIN; a pmf over the 256
+      levels k / 255 (DiscretizedLogistic)."""
     if kind == "bernoulli":
         return tfd().Independent(tfd().Bernoulli(logits=outputs, dtype=tf.float32), 3)
     if kind == "continuous_bernoulli":
@@ -190,7 +206,84 @@ def likelihood(kind, outputs, log_scale=None):
     if kind == "gaussian":
         scale = tf.exp(log_scale) + MIN_SCALE
         return tfd().Independent(tfd().Normal(loc=tf.sigmoid(outputs), scale=scale), 3)
+    if kind == "discretized_logistic":
+        return DiscretizedLogistic(*tf.split(outputs, 2, axis=-1))
     raise ValueError(f"likelihood={kind!r} is not valid; choose one of: {', '.join(LIKELIHOODS)}")
+
+
+def discretized_logistic_log_pmf(images, loc, raw_log_scale):
+    """log P(x) per pixel of the discretised logistic (Kingma et al. 2016, IAF;
+    Salimans et al. 2017, PixelCNN++) over the levels k / 255, x read as its
+    nearest level k:
+
+        P(k) = sigmoid(a) - sigmoid(b),  a = (k / 255 + 1/510 - mu) / s,  b = (k / 255 - 1/510 - mu) / s,
+
+    the mass of Logistic(mu, s) on the level's bin; level 0 takes the lower tail
+    (P = sigmoid(a)), level 255 the upper (P = 1 - sigmoid(b)), so the 256 sum to 1.
+    In log space, stable for any a, b: log(sigmoid(a) - sigmoid(b)) =
+    -softplus(-a) - softplus(b) + log(1 - exp(-(a - b))), a - b = 1 / (255 s).
+
+    Args:
+      images: grey levels in [0, 1] [..., C].
+      loc: mu [..., C] (unconstrained: a mean past 0 or 1 piles mass on the edge level).
+      raw_log_scale: log s before the clamp at LOG_SCALE_MIN [..., C].
+    Returns:
+      log P(x) [..., C], in nats."""
+    top = LEVELS - 1
+    k = tf.round(tf.clip_by_value(tf.cast(images, loc.dtype), 0.0, 1.0) * top)
+    inv_s = tf.exp(-tf.maximum(raw_log_scale, LOG_SCALE_MIN))
+    centred = k / top - loc
+    a, b = (centred + 0.5 / top) * inv_s, (centred - 0.5 / top) * inv_s
+    inside = (k > 0) & (k < top)
+    # Each edge drops the term of the tail it takes; where() picks finite values only, so gradients stay finite.
+    return (
+        -tf.where(k < top, tf.nn.softplus(-a), 0.0)
+        - tf.where(k > 0, tf.nn.softplus(b), 0.0)
+        + tf.where(inside, tf.math.log(-tf.math.expm1(-inv_s / top)), 0.0)
+    )
+
+
+def discretized_logistic_mean(loc, raw_log_scale):
+    """E[x] of the discretised logistic, exactly: x takes the levels k / 255, so
+    E[x] = 1/255 sum_{k=1}^{255} P(x >= k / 255) = 1/255 sum_k sigmoid((mu - (k - 1/2) / 255) / s),
+    one pass per level (a loop, so memory stays that of one image batch). Not mu:
+    near 0 and 1 the edge levels' tails pull it inwards."""
+    top = LEVELS - 1
+    inv_s = tf.exp(-tf.maximum(raw_log_scale, LOG_SCALE_MIN))
+    edges = (tf.range(1, LEVELS, dtype=loc.dtype) - 0.5) / top
+    total = tf.foldl(lambda acc, edge: acc + tf.sigmoid((loc - edge) * inv_s), edges, tf.zeros_like(loc))
+    return total / top
+
+
+class DiscretizedLogistic:
+    """p(x|z) over whole images (H, W, C one event), a pmf over the levels
+    k / 255 of every pixel (discretized_logistic_log_pmf). Only what the zoo
+    reads of a likelihood: log_prob and mean."""
+
+    def __init__(self, loc, raw_log_scale):
+        self.loc = tf.cast(loc, tf.float32)
+        self.raw_log_scale = tf.cast(raw_log_scale, tf.float32)
+
+    def log_prob(self, images):
+        """log P(x) per image [B], in nats: the sum over pixels and channels."""
+        return tf.reduce_sum(discretized_logistic_log_pmf(images, self.loc, self.raw_log_scale), axis=[-3, -2, -1])
+
+    def mean(self):
+        return discretized_logistic_mean(self.loc, self.raw_log_scale)
+
+
+def quantize(images):
+    """The images at their nearest 8-bit level k / 255: what a discretised
+    likelihood scores (mnist is already k / 255; resized images and the 8x8
+    digits, k / 16, are not)."""
+    top = LEVELS - 1
+    return tf.round(tf.clip_by_value(tf.convert_to_tensor(images, tf.float32), 0.0, 1.0) * top) / top
+
+
+def bits_per_dimension(log_likelihood, dimensions):
+    """-log P(x) / (D ln 2): a bound on log P(x) in nats per image turned into
+    bits per dimension, D = H W C, the unit of likelihoods of 8-bit images."""
+    return -log_likelihood / (dimensions * math.log(2.0))
 
 
 def bernoulli_nll(images, logits):
@@ -204,9 +297,12 @@ def likelihood_mean(outputs, kind="bernoulli"):
     """E[x|z] in [0, 1], the image a decoder shows for z: sigmoid(outputs) for
     the Bernoulli (its mean) and the Gaussian (its squashed mean); for the
     continuous Bernoulli its mean lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)),
-    which is not lambda."""
+    which is not lambda; for the discretised logistic its exact mean over the
+    256 levels (discretized_logistic_mean), which is not mu."""
     if kind == "continuous_bernoulli":
         return tfd().ContinuousBernoulli(logits=tf.cast(outputs, tf.float32)).mean()
+    if kind == "discretized_logistic":
+        return likelihood(kind, outputs).mean()
     return tf.sigmoid(outputs)
 
 

@@ -36,7 +36,8 @@ class VAEConfig:
     net: str = option("conv", "encoder/decoder architecture", nets.KINDS)
     likelihood: str = option(
         "bernoulli", "decoder likelihood p(x|z); on grey levels only continuous_bernoulli and gaussian are "
-        "normalised densities (the bernoulli pmf is one on binary images: see binarize)", distributions.LIKELIHOODS
+        "normalised densities (the bernoulli pmf is one on binary images: see binarize); discretized_logistic "
+        "is a pmf over the 256 levels of 8-bit grey, scored in bits per dimension", distributions.LIKELIHOODS
     )
     binarize: str = option(
         "none", "dynamic: train on pixels resampled as Bernoulli(grey level) at every step, so that the "
@@ -67,7 +68,8 @@ class VAEConfig:
 @keras.saving.register_keras_serializable(package="genzoo")
 class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
     """q(z|x) = N(mu(x), Sigma(x)) (diagonal, banded or recurrent), p(z) = N(0, I),
-    a learned mixture or a learned recurrent Gaussian, p(x|z) Bernoulli or Gaussian.
+    a learned mixture or a learned recurrent Gaussian, p(x|z) Bernoulli,
+    continuous Bernoulli, Gaussian or discretised logistic.
 
     loss = -ELBO = -log p(x|z) + KL(q(z|x) || p(z)),  z = mu + L eps (L = diag sigma
     for the diagonal posterior)."""
@@ -100,7 +102,8 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         cond = self.num_classes if self.conditional else 0
         out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
         self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
-        self.decoder = nets.decoder(c.net, self.latent_dim + cond, self.image_shape)
+        self.decoder = nets.decoder(c.net, self.latent_dim + cond, self.image_shape,
+                                    distributions.OUTPUTS_PER_PIXEL.get(c.likelihood, 1))
         self.log_scale = self.add_weight(
             shape=(self.image_shape[-1],),
             initializer=keras.initializers.Constant(math.log(c.gaussian_scale)),
@@ -262,22 +265,31 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         """What elbo_terms and iwae_bound bound on the images the model is scored
         on (evaluation_images): "binary", log p(x) of binarised images under the
         Bernoulli pmf (binarize=dynamic); "density", log p(x) under a normalised
-        density of grey levels (continuous_bernoulli, gaussian); "unnormalised",
+        density of grey levels (continuous_bernoulli, gaussian); "discrete_8bit",
+        log P(x) of the images quantised to 8-bit levels k / 255 under a pmf
+        over the 256 levels (discretized_logistic); "unnormalised",
         the Bernoulli pmf applied to grey levels, which integrates to
         (2 p - 1) / ln(p / (1 - p)) <= 1/2 over [0, 1]: a training objective,
         not a log-likelihood."""
         c = self.config
         if c.binarize == "dynamic":
             return "binary"
+        if c.likelihood in distributions.DISCRETE_8BIT:
+            return "discrete_8bit"
         return "density" if c.likelihood in distributions.NORMALISED_ON_GREY_LEVELS else "unnormalised"
 
     def evaluation_images(self, images):
         """The images whose likelihood the model is scored on: with
         binarize=dynamic a fixed binarisation (seeded, the same for every run,
-        as the papers' fixed binarised test split), otherwise the images."""
+        as the papers' fixed binarised test split); for a pmf over 8-bit levels
+        the images at their nearest level k / 255 (distributions.quantize: the
+        log_prob reads a pixel so anyway, and this says which images were
+        scored); otherwise the images."""
         images = tf.convert_to_tensor(images, tf.float32)
         if self.config.binarize == "dynamic":
             return distributions.binarize(images, tf.constant(EVALUATION_BINARIZATION, tf.int64))
+        if self.config.likelihood in distributions.DISCRETE_8BIT:
+            return distributions.quantize(images)
         return images
 
     # -- what the model can do -----------------------------------------------
