@@ -50,6 +50,8 @@ def define_flags():
     flags.DEFINE_enum("mixed_precision", "auto", precision.CHOICES, "compute dtype policy (as train.run's)")
     flags.DEFINE_bool("vs_reference", False, "also run the reference DCGAN step and print the ratio")
     flags.DEFINE_string("reference", None, "path of ref_tf_dcgan.py (default: ../shared/bench/ next to the repository)")
+    flags.DEFINE_bool("xla_vs_plain", False, "also time the train step compiled with XLA against the plain one "
+                      "(twice each, alternating) and print their ratio: what --jit_compile=auto's per-model choice rests on")
     flags.DEFINE_string("torch_python", None, "a Python with torch installed: also run ../shared/bench/ref_torch_dcgan.py with it")
 
 
@@ -93,6 +95,21 @@ def training_images_per_second(model, batch_size, steps, image_shape, warmup=3):
     # Per CPU-second too: steadier than wall time when other processes share the cores.
     wall, cpu = (end - start for end, start in zip(clock.end, clock.start))
     return images / wall, images / cpu
+
+
+def xla_vs_plain(build, batch_size, steps, image_shape, rounds=2):
+    """{"xla_speedup": XLA images/s over plain images/s, "xla_speedup_per_cpu_s": the same per CPU second}
+    of the train step of fresh models from build(), compiled without and with XLA
+    in turn `rounds` times (alternating, so load that comes and goes hits both)."""
+    rates = {False: [], True: []}
+    for _ in range(rounds):
+        for jit in (False, True):
+            model = build()
+            model.compile(**model.compile_defaults(), jit_compile=jit)
+            rates[jit].append(training_images_per_second(model, batch_size, steps, image_shape))
+    mean = {jit: np.mean(r, axis=0) for jit, r in rates.items()}
+    return {"xla_speedup": float(mean[True][0] / mean[False][0]),
+            "xla_speedup_per_cpu_s": float(mean[True][1] / mean[False][1])}
 
 
 def serving_latency_ms(model, repeats=20):
@@ -151,7 +168,10 @@ def main(argv):
     options = {}
     if FLAGS.vs_reference and "width" in {f.name for f in dataclasses.fields(zoo.get(FLAGS.model).Config)}:
         options["width"] = 1.0  # the reference's nets are the full-width ones
-    model = zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10, **options)
+    def build():
+        return zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10, **options)
+
+    model = build()
     model.compile(**model.compile_defaults())
     result = {
         "model": FLAGS.model,
@@ -164,6 +184,8 @@ def main(argv):
         model, FLAGS.batch_size, FLAGS.steps, image_shape
     )
     result.update(serving_latency_ms(model))
+    if FLAGS.xla_vs_plain:
+        result.update(xla_vs_plain(build, FLAGS.batch_size, FLAGS.steps, image_shape))
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if FLAGS.vs_reference:
         # The second run takes twice the steps: the difference of the two runs'

@@ -1,7 +1,9 @@
 """--jit_compile: whether the train step is compiled with XLA.
 
-auto compiles where XLA pays: on GPUs, for one replica. On CPUs it is off:
-XLA made the zoo's DCGAN step 2.7x slower on the CPU of docs/benchmarks.md.
+auto compiles where XLA pays: on GPUs, for one replica. On CPUs it depends on
+the model (ZooModel.xla_pays_on_cpu, measured per model in docs/benchmarks.md):
+XLA gives the conv autoencoders (ae, vae, cvae, aae) 1.5-1.7x the images/s of
+their plain step, and makes the GANs' steps (BiGAN's too) 2-3x slower.
 Under a distribution strategy of several replicas it is off too, as Keras's
 own auto rule has it (a compiled step skips the strategy's merge_call, which
 loss scaling's skip-or-apply needs on every replica alike). Every model's step
@@ -14,9 +16,10 @@ import tensorflow as tf
 CHOICES = ("auto", "on", "off")
 
 
-def decide(choice, gpus=None, replicas=1):
+def decide(choice, gpus=None, replicas=1, pays_on_cpu=False):
     """(jit_compile, the reason in words); gpus: the visible GPUs (looked up
-    when None); replicas: the strategy's replicas in sync."""
+    when None); replicas: the strategy's replicas in sync; pays_on_cpu: the
+    model's step is faster with XLA on a CPU (ZooModel.xla_pays_on_cpu)."""
     if choice not in CHOICES:
         raise ValueError(f"jit_compile={choice!r} is not valid; choose one of: {', '.join(CHOICES)}")
     if choice != "auto":
@@ -26,4 +29,6 @@ def decide(choice, gpus=None, replicas=1):
     gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
     if gpus:
         return True, f"{len(gpus)} GPU(s): XLA on"
-    return False, "no GPU: XLA off (slower on CPUs)"
+    if pays_on_cpu:
+        return True, "no GPU, and this model's step is faster with XLA on CPUs: XLA on"
+    return False, "no GPU: XLA off (this model's step is slower with XLA on CPUs)"

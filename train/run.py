@@ -264,7 +264,8 @@ def train(
         tf.config.experimental.enable_op_determinism()
     try:
         policy = precision.apply(mixed_precision, replicas=strategy.num_replicas_in_sync)
-        jit, why = compiler.decide(jit_compile, replicas=strategy.num_replicas_in_sync)
+        jit, why = compiler.decide(jit_compile, replicas=strategy.num_replicas_in_sync,
+                                   pays_on_cpu=zoo.get(config["model"]).xla_pays_on_cpu(config["model_options"]))
     except ValueError as e:
         raise RunError(str(e)) from None
     if jit:

@@ -300,6 +300,17 @@ class ZooModel(keras.Model):
         overrides it."""
         return {"lr_decay": "none", **cls.training_defaults}
 
+    # Whether XLA makes this model's train step faster on a CPU, for
+    # --jit_compile=auto (train/compiler.py): measured per model, since it
+    # differs both ways (docs/benchmarks.md).
+    xla_pays_on_cpu_nets = ()
+
+    @classmethod
+    def xla_pays_on_cpu(cls, options):
+        """Whether a model built with `options` (a Config's fields as a dict)
+        trains faster with XLA on a CPU: its `net` is one of xla_pays_on_cpu_nets."""
+        return {**dataclasses.asdict(cls.Config()), **options}.get("net") in cls.xla_pays_on_cpu_nets
+
     def __init__(self, image_shape, num_classes=0, seed=0, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in KERAS_KWARGS if k in kwargs}
         super().__init__(**keras_kwargs)
