@@ -102,9 +102,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     signature_names = ("generate", "encode", "decode", "reconstruct", "discriminate")
     optimizer_names = ("ae_optimizer", "d_optimizer", "g_optimizer")
     optimizer_alias = "ae_optimizer"  # compile(optimizer=...) sets it, as for an autoencoder
-    # XLA fuses the conv encoder's and decoder's step: 1.5-1.7x the images/s of
-    # the plain step on a 2-core CPU (docs/benchmarks.md), so --jit_compile=auto compiles it there.
-    xla_pays_on_cpu_nets = ("conv",)
+    xla_pays_on_cpu_nets = base.AUTOENCODER_NETS_XLA_SPEEDS_UP
     training_defaults = {"epochs": 22, "batch_size": 64, "learning_rate": 1e-3}
     # aae runs saved before the average was on by default had none
     legacy_options = {"ema_decay": 0.0}
