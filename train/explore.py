@@ -66,7 +66,7 @@ from scipy import special  # noqa: E402
 import zoo  # noqa: E402  (registers the model classes for load_model)
 from zoo import losses as zoo_losses  # noqa: E402
 from train import cli  # noqa: E402
-from train import callbacks, evaluate  # noqa: E402
+from train import callbacks, evaluate, plots  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -676,33 +676,13 @@ def _round(v, digits=4):
     return round(float(v), digits)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot
-
-
-def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        fig.tight_layout()
-        with workdirs.atomic_path(path, ".png") as tmp:
-            fig.savefig(tmp)
-    finally:
-        _pyplot().close(fig)
-    return path
-
-
 def plot_gan(path, result):
     """(a) p_data and p_g at the checkpoints kept, (b) JSD(p_data || p_g) over the steps."""
     c, f = result["curves"], result["figures"]
-    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(11, 4), dpi=100)
+    fig, (a, b) = plots.pyplot().subplots(1, 2, figsize=(11, 4), dpi=100)
     keep = (c["x"] >= PLOT_RANGE[0]) & (c["x"] <= PLOT_RANGE[1])
     a.plot(c["x"][keep], c["p_data"][keep], color="black", linewidth=2.5, label="p_data")
-    colours = _pyplot().cm.viridis(np.linspace(0.0, 0.9, len(c["p_g"])))
+    colours = plots.pyplot().cm.viridis(np.linspace(0.0, 0.9, len(c["p_g"])))
     for colour, (step, q) in zip(colours, sorted(c["p_g"].items())):
         a.plot(c["x"][keep], q[keep], color=colour, linewidth=1.2,
                label=f"p_g at step {step} (JSD {f['jsd_at'][str(step)]:.3f})")
@@ -715,7 +695,7 @@ def plot_gan(path, result):
           title=f"JSD falls: {f['jsd_start']:.3f} -> {f['jsd_final']:.4f} (log 2 = 0.693 at most)")
     b.grid(True, which="both", alpha=0.3)
     b.legend(fontsize="small")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 # -- --theory: maximum likelihood (KL) vs the GAN (JSD) with one Gaussian -------
@@ -828,7 +808,7 @@ def plot_one_gaussian(path, result):
     """Per toy: the densities of the fits over p_data (left), and the JSD over
     (mu, sigma) with the fits and the GAN fits' paths (right)."""
     toys = [(name, components) for name, components in TOYS if name in result["figures"]]
-    fig, axes = _pyplot().subplots(len(toys), 2, figsize=(12, 4.2 * len(toys)), dpi=100, squeeze=False)
+    fig, axes = plots.pyplot().subplots(len(toys), 2, figsize=(12, 4.2 * len(toys)), dpi=100, squeeze=False)
     for (name, components), (a, b) in zip(toys, axes):
         f, c = result["figures"][name], result["curves"][name]
         x = c["x"]
@@ -867,7 +847,7 @@ def plot_one_gaussian(path, result):
                    label="JSD: global minimum" if i == 0 else ("JSD: local minima" if i == 1 else None))
         b.set_title("the JSD over one Gaussian; GAN paths (open: start, filled: end)", fontsize="medium")
         b.legend(fontsize="x-small", loc="upper left")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 # -- the command ---------------------------------------------------------------

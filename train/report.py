@@ -40,7 +40,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import zoo  # noqa: E402
 from train import cli  # noqa: E402
-from train import evaluate, precision  # noqa: E402
+from train import evaluate, plots, precision  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -322,14 +322,9 @@ def row_command(row):
 
 def plot_fcd(row, path):
     """The FCD after each epoch of a row's run, with the floor and QUALITY_FACTOR x the floor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     fcd = row["fcd_by_epoch"]
     floor = row["fcd_reference"]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig, ax = plots.pyplot().subplots(figsize=(6, 3.2), dpi=100)
     try:
         ax.plot(range(1, len(fcd) + 1), fcd, marker="." if len(fcd) <= 60 else None, label="FCD")
         ax.axhline(floor, color="gray", linestyle="--", label=f"floor ({floor:.1f})")
@@ -341,11 +336,10 @@ def plot_fcd(row, path):
         ax.set_title(f"{row['entry']}: {run_label(row)} run, {_epochs(row['epochs'])} in {_train_minutes(row['minutes'])}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize="small")
-        fig.tight_layout()
-        with workdirs.atomic_path(path, ".png") as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
+    except BaseException:
+        plots.pyplot().close(fig)
+        raise
+    plots.save(fig, path)
 
 
 def _file_stem(entry):
