@@ -108,6 +108,23 @@ def test_keep_mask_units_independent():
     assert abs(corr) < 5 / np.sqrt(500_000)
 
 
+def test_keep_mask_seeds_independent_and_same_under_xla():
+    """Masks of neighbouring seeds (a layer's successive steps) are uncorrelated
+    at every shift (a one-round hash of i + key would make them shifted copies),
+    and XLA computes the same mask as the plain graph."""
+    n = 200_000
+    a = keep_mask([n], 0.5, tf.constant([5, 9]))[0].numpy().astype(np.float64)
+    b = keep_mask([n], 0.5, tf.constant([6, 9]))[0].numpy().astype(np.float64)
+    c = keep_mask([n], 0.5, tf.constant([5, 10]))[0].numpy().astype(np.float64)
+    bound = 5 / np.sqrt(n)
+    for other in (b, c):
+        for shift in (0, 1, 2, 7):
+            assert abs(np.corrcoef(a[shift:], other[: n - shift])[0, 1]) < bound
+            assert abs(np.corrcoef(a[: n - shift], other[shift:])[0, 1]) < bound
+    xla = tf.function(lambda seed: keep_mask([33, 17], 0.3, seed)[0], jit_compile=True)
+    np.testing.assert_array_equal(xla(tf.constant([5, 9])), keep_mask([33, 17], 0.3, tf.constant([5, 9]))[0])
+
+
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"], indirect=True)
 def test_dropout_training_and_inference(policy):
     layer = Dropout(0.3, seed=7)

@@ -133,10 +133,11 @@ def test_jit_auto_compiles_on_gpus_and_on_cpus_where_the_model_gains():
     assert compiler.decide("auto", gpus=[], pays_on_cpu=True)[0] is True
     assert compiler.decide("auto", gpus=[], replicas=2, pays_on_cpu=True)[0] is False
     assert compiler.decide("off", gpus=[], pays_on_cpu=True)[0] is False
-    # the conv autoencoders gain on CPUs (train.benchmark --xla_vs_plain), the GANs and MLP nets do not
+    # the conv autoencoders and the adversarial models gain on CPUs (train.benchmark --xla_vs_plain),
+    # the MLP autoencoders do not
     gains = {name for name in zoo.names() if zoo.get(name).xla_pays_on_cpu({})}
-    assert gains == {"ae", "vae", "cvae", "aae"}
-    assert not zoo.get("vae").xla_pays_on_cpu({"net": "mlp"})
+    assert gains == {"ae", "vae", "cvae", "aae", "gan", "cgan", "dcgan", "bigan"}
+    assert not zoo.get("vae").xla_pays_on_cpu({"net": "mlp"}) and zoo.get("dcgan").xla_pays_on_cpu({"net": "mlp"})
     assert compiler.decide("on", gpus=[])[0] is True and compiler.decide("off", gpus=["GPU:0"])[0] is False
     with pytest.raises(ValueError, match="choose one of: auto, on, off"):
         compiler.decide("yes")

@@ -258,10 +258,14 @@ class MultiOptimizer:
         return [getattr(self, name) for name in self.optimizer_names]
 
 
-# The nets whose autoencoder steps (ae, vae, cvae, aae) XLA speeds up on a CPU:
-# it fuses the conv encoder's and decoder's step, 1.5-1.7x the images/s of the
-# plain step on 2 cores (docs/benchmarks.md), so --jit_compile=auto compiles it there.
+# The nets whose steps XLA speeds up on a CPU, so --jit_compile=auto compiles
+# them there (train.benchmark --xla_vs_plain, docs/benchmarks.md): it fuses the
+# autoencoders' (ae, vae, cvae, aae) conv step, 1.5-1.7x the images/s of the
+# plain step on 2 cores, and the adversarial models' (gan, cgan, dcgan, bigan)
+# steps of either net, 1.3-1.7x, since their dropout masks are integer hashes
+# (zoo.layers.keep_mask): with tf.random's draws XLA made them 0.4-0.6x.
 AUTOENCODER_NETS_XLA_SPEEDS_UP = ("conv",)
+ADVERSARIAL_NETS_XLA_SPEEDS_UP = ("mlp", "conv")
 
 
 class ZooModel(keras.Model):
