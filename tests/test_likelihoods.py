@@ -94,9 +94,13 @@ def test_likelihood_figures_score_the_fixed_binarised_test_split(digits):
     np.testing.assert_array_equal(scored, model.evaluation_images(small.test_images).numpy())  # fixed
     figures = evaluate.likelihood_figures(model, small, iwae_k=8)
     assert figures["nll_nats"] == -figures["iwae"] and figures["iwae_k"] == 8 and figures["bound_kind"] == "binary"
-    by_hand = float(np.mean(model.iwae_bound(scored, k=8, seed=tf.constant([0, 1])).numpy()))
-    assert figures["iwae"] == pytest.approx(by_hand, rel=1e-5)
+    by_hand = model.iwae_bound(scored, k=8, seed=tf.constant([0, 1])).numpy()
+    assert figures["iwae"] == pytest.approx(float(np.mean(by_hand)), rel=1e-5) and figures["iwae_images"] == 20
     assert figures["iwae"] <= 0.0  # log of a pmf
+    # --iwae_images: the same binarised images, the first n of the split (the bound's draws depend on the batch)
+    first = evaluate.likelihood_figures(model, small, iwae_k=8, iwae_images=5)
+    assert first["iwae_images"] == 5
+    assert first["iwae"] == pytest.approx(float(np.mean(model.iwae_bound(scored[:5], k=8, seed=tf.constant([0, 1])))), rel=1e-5)
 
 
 LEVELS = np.arange(256) / 255.0  # the 8-bit grey levels k / 255
