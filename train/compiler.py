@@ -3,8 +3,8 @@
 auto compiles where XLA pays: on GPUs, for one replica. On CPUs it depends on
 the model (ZooModel.xla_pays_on_cpu, measured per model in docs/benchmarks.md):
 XLA gives the conv autoencoders (ae, vae, cvae, aae) 1.5-1.7x the images/s of
-their plain step, and makes the GANs' steps (BiGAN's too) 2-3x slower: their
-discriminators' dropout draws random numbers, which XLA does slowly on CPUs.
+their plain step and the adversarial models 1.3-1.8x (their dropout masks are
+integer hashes XLA fuses: with tf.random's draws XLA made them 2-3x slower).
 Under a distribution strategy of several replicas it is off too, as Keras's
 own auto rule has it (a compiled step skips the strategy's merge_call, which
 loss scaling's skip-or-apply needs on every replica alike). Every model's step
