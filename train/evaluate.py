@@ -32,6 +32,9 @@ for what they bound (bound_names):
                  on [0, 1] (it integrates to 1/2 or less): a training objective,
                  not a log-likelihood;
   ..._conditional   log p(x | y) of conditional models (the CVAE), not log p(x).
+and beside them active_units: the latent dimensions whose posterior mean
+E_q[z_j | x] varies across the scored test images with a variance above 0.01
+(Burda et al. 2016; metrics.active_units); the others carry nothing of x.
 """
 
 import contextlib
@@ -229,7 +232,8 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K):
     """The ELBO (one draw per image) and the IWAE bound (iwae_k draws) averaged
     over the test split as the model scores it (model.evaluation_images), under
     the names of bound_names, with iwae_k; for a pmf over 8-bit levels both
-    also in bits per dimension."""
+    also in bits per dimension; and the active units of the posterior means
+    of the same images."""
     names = bound_names(model)
     images = model.evaluation_images(dataset.test_images).numpy()
     rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), images, dataset.test_labels)
@@ -238,6 +242,8 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K):
     batch = max(1, min(50, 3200 // iwae_k))  # K draws of every image of a batch at once
     bound = _batched(lambda a, b: model.iwae_bound(a, b, k=iwae_k, seed=draw), images, dataset.test_labels, batch=batch)
     out[names["iwae"]], out["iwae_k"], out["bound_kind"] = float(bound.mean()), iwae_k, model.bound_kind
+    # encode is the posterior mean E_q[z|x] of a model with a likelihood bound
+    out["active_units"] = metrics.active_units(model.encode_all(images, dataset.test_labels))
     if names["nll"]:
         out[names["nll"]] = -out[names["iwae"]]
     if names["bpd"]:
