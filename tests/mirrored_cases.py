@@ -21,6 +21,8 @@ OTHER_CASES = {
     "vae_binarized_recurrent": (
         "vae", dict(latent_dim=4, binarize="dynamic", posterior="recurrent", prior="recurrent")
     ),
+    # The IWAE objective: K draws of eps per example, cut per replica from one [B_global, K, J] draw.
+    "vae_iwae": ("vae", dict(latent_dim=4, objective="iwae", train_k=3)),
     "aae": ("aae", dict(latent_dim=4)),
     "aae_gmm": ("aae", dict(latent_dim=4, prior="gmm", use_labels=True)),
     "bigan": ("bigan", dict(latent_dim=8, d_dropout=0.0)),

@@ -304,6 +304,31 @@ def test_arithmetic_of_given_triples(vae_run, tmp_path):
     assert Image.open(written[0][0]).size == grid_size(rows=2, columns=4)
 
 
+def test_traverse_writes_one_row_per_latent_dimension(vae_run, tmp_path):
+    out = tmp_path / "t.png"
+    written, figures = explore.run(vae_run, ["traverse"], str(out), steps=5, seed=1)
+    assert Image.open(out).size == grid_size(rows=4, columns=5)  # latent_dim=4, 5 values of z_j
+    traverse = figures["traverse"]
+    assert traverse["base"].startswith("encode(x) of test image ") and traverse["base"] in written[0][1]
+    assert traverse["values"] == [-3.0, -1.5, 0.0, 1.5, 3.0]
+    assert len(traverse["pixel_change"]) == 4 and max(traverse["pixel_change"]) > 0
+
+
+def test_traversal_without_an_encoder_sweeps_around_the_prior_mode_and_finds_an_ignored_dimension(digits):
+    import zoo
+
+    model = zoo.build("gan", image_shape=digits.image_shape, latent_dim=3, net="mlp", ema_decay=0.0)
+    kernel = model.generator.layers[1].kernel  # the first Dense: row j reads z_j
+    kernel.assign(np.concatenate([np.zeros_like(kernel[:1]), kernel[1:]]))  # G ignores z_0
+    images, figures = explore.traversal_rows(model, digits, steps=5)
+    assert images.shape == (3 * 5, *digits.image_shape)
+    assert figures["base"] == "z = 0, the prior's mode"
+    rows = images.reshape(3, 5, -1)
+    np.testing.assert_allclose(rows[:, 2], np.repeat(rows[:1, 2], 3, axis=0), atol=1e-6)  # z_j = 0: the base, G(0)
+    np.testing.assert_allclose(rows[0], np.repeat(rows[0, :1], 5, axis=0), atol=1e-6)
+    assert figures["pixel_change"][0] < 1e-6 < min(figures["pixel_change"][1:])
+
+
 def test_a_gan_interpolates_prior_draws_and_does_arithmetic_on_classified_draws(train_run, tmp_path):
     workdir = tmp_path / "gan"
     proc = train_run("--model=gan", "--latent_dim=4", f"--workdir={workdir}", *DIGITS)
@@ -335,6 +360,7 @@ def test_an_untrained_workdir_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("workdir, modes, out, message", [
     (None, ["arithmetic"], None, "need --workdir=W"),
+    (None, ["traverse"], None, "need --workdir=W"),
     ("w", [], None, "choose what to explore"),
     (None, ["interpolate", "theory"], "x.png", "--out names one file"),
 ])

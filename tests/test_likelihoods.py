@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import zoo
 from train import data, evaluate
-from zoo import distributions
+from zoo import distributions, metrics
 
 GRID = np.linspace(0.0, 1.0, 20001, dtype=np.float64)[:, None, None, None]  # x in [0, 1] as one-pixel images
 
@@ -101,6 +101,18 @@ def test_likelihood_figures_score_the_fixed_binarised_test_split(digits):
     first = evaluate.likelihood_figures(model, small, iwae_k=8, iwae_images=5)
     assert first["iwae_images"] == 5
     assert first["iwae"] == pytest.approx(float(np.mean(model.iwae_bound(scored[:5], k=8, seed=tf.constant([0, 1])))), rel=1e-5)
+
+
+def test_active_units_count_the_dimensions_whose_posterior_mean_varies_across_images(digits):
+    model = zoo.build("vae", image_shape=(8, 8, 1), latent_dim=4, net="mlp", seed=1)
+    out = model.encoder.get_layer("out").kernel  # columns 0..3: mu_j; 4..7: the scales
+    # mu_0, mu_1, mu_2 the same for every image (their bias), mu_3 spread out
+    out.assign(out.numpy() * np.array([0.0, 0.0, 0.0, 50.0, 1.0, 1.0, 1.0, 1.0], np.float32))
+    small = data.Data("digits", digits.train_images, digits.train_labels, digits.test_images[:40],
+                      digits.test_labels[:40], 10)
+    assert evaluate.likelihood_figures(model, small, iwae_k=2)["active_units"] == 1
+    codes = np.random.default_rng(0).normal(size=(500, 3)) * [1.0, 0.2, 0.05]  # variances 1, 0.04, 0.0025
+    assert metrics.active_units(codes) == 2 and metrics.active_units(codes, threshold=0.001) == 3
 
 
 LEVELS = np.arange(256) / 255.0  # the 8-bit grey levels k / 255

@@ -173,12 +173,14 @@ def test_autoencoders_mirrored_strategy_matches_one_device():
     (tests/mirrored_check.py: the AE; the VAE, whose eps is each replica's slice
     of one draw; the CVAE with the banded posterior, the gmm prior and the
     discretised logistic likelihood; the VAE with binarize=dynamic, whose pixel
-    draws are cut alike, and the recurrent posterior and learned prior). Their
+    draws are cut alike, and the recurrent posterior and learned prior; the VAE
+    trained on the IWAE bound, whose K draws per example are cut alike). Their
     losses sum 64 pixels per example, so float32 rounding reaches ~2e-5: the bar
     is relative to how far the steps moved the weights, far below the factor-2
     error of a mean over one replica's half batch."""
-    result = run_mirrored_check("ae", "vae", "cvae_banded_gmm_dlogistic", "vae_binarized_recurrent")
-    assert set(result) == {"ae", "vae", "cvae_banded_gmm_dlogistic", "vae_binarized_recurrent"}
+    cases = ("ae", "vae", "cvae_banded_gmm_dlogistic", "vae_binarized_recurrent", "vae_iwae")
+    result = run_mirrored_check(*cases)
+    assert set(result) == set(cases)
     for name, r in result.items():
         assert r["moved"] > 1e-3, (name, r)
         assert r["max_diff"] < 1e-3 * r["moved"], (name, r)

@@ -32,6 +32,9 @@ for what they bound (bound_names):
                  on [0, 1] (it integrates to 1/2 or less): a training objective,
                  not a log-likelihood;
   ..._conditional   log p(x | y) of conditional models (the CVAE), not log p(x).
+and beside them active_units: the latent dimensions whose posterior mean
+E_q[z_j | x] varies across the scored test images with a variance above 0.01
+(Burda et al. 2016; metrics.active_units); the others carry nothing of x.
 """
 
 import contextlib
@@ -232,11 +235,13 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K, iwae_images=None):
     over the test split as the model scores it (model.evaluation_images), or
     its first `iwae_images` images, under the names of bound_names, with iwae_k
     and the number of images scored (iwae_images); for a pmf over 8-bit levels
-    both also in bits per dimension."""
+    both also in bits per dimension; and the active units of the posterior
+    means of the whole split's images."""
     names = bound_names(model)
     n = len(dataset.test_images) if iwae_images is None else min(iwae_images, len(dataset.test_images))
     # evaluation_images binarises the whole split with one seed, so a subset's images are the full split's
-    images = model.evaluation_images(dataset.test_images).numpy()[:n]
+    scored = model.evaluation_images(dataset.test_images).numpy()
+    images = scored[:n]
     labels = dataset.test_labels[:n]
     rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), images, labels)
     out = {names["elbo"]: float(-(rec + kl).mean())}
@@ -245,6 +250,8 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K, iwae_images=None):
     bound = _batched(lambda a, b: model.iwae_bound(a, b, k=iwae_k, seed=draw), images, labels, batch=batch)
     out[names["iwae"]], out["iwae_k"], out["bound_kind"] = float(bound.mean()), iwae_k, model.bound_kind
     out["iwae_images"] = n
+    # encode is the posterior mean E_q[z|x] of a model with a likelihood bound
+    out["active_units"] = metrics.active_units(model.encode_all(scored, dataset.test_labels))
     if names["nll"]:
         out[names["nll"]] = -out[names["iwae"]]
     if names["bpd"]:

@@ -2,6 +2,7 @@
 
   python -m train.explore --workdir=W --interpolate [--pairs=4] [--steps=10] [--out=PATH]
   python -m train.explore --workdir=W --arithmetic [--triples="a,b,c;..."] [--out=PATH]
+  python -m train.explore --workdir=W --traverse [--steps=10] [--out=PATH]
   python -m train.explore --theory [--workdir=W] [--out=PATH]
   (models without an encoder: --arithmetic [--draws=2000] [--confidence=0.9] [--cache_dir=DIR])
 
@@ -35,6 +36,16 @@
                the split, their predicted classes as labels and their z as
                codes (--triples index the kept images). One JSON line says how
                many were kept, per class.
+--traverse     W/explore/traverse.png: one row per latent dimension j, the
+               decodings of the base code with z_j swept over --steps values
+               from -3 to 3 (the others kept). The base code is encode(x) of
+               one test image x, drawn with --seed, for models with an encoder
+               (the posterior mean for the VAEs; the CVAE decodes with x's
+               label); z = 0, the mode of the N(0, I) prior, for models without
+               one (cgan: one random label). One JSON line under "traverse":
+               the base, the swept values and per dimension the mean absolute
+               pixel change between the row's two ends (0 for a dimension the
+               decoder ignores).
 --theory       explore/theory.png (W/explore/theory.png with --workdir) and one
                JSON line: a small MLP discriminator D trained on samples of two
                known 1-D densities against D*(x) = p_data / (p_data + p_g), and
@@ -70,6 +81,7 @@ from train import callbacks, evaluate, plots  # noqa: E402
 from train import workdir as workdirs  # noqa: E402
 
 FLAGS = flags.FLAGS
+MODES = ("interpolate", "arithmetic", "traverse", "theory")
 
 
 def define_flags():
@@ -79,9 +91,11 @@ def define_flags():
     flags.DEFINE_string("workdir", None, "a train.run workdir holding model.keras (not needed for --theory)")
     flags.DEFINE_bool("interpolate", False, "write interpolations between the codes of test image pairs")
     flags.DEFINE_bool("arithmetic", False, "write latent arithmetic decode(z_a - z_b + z_c) of test images")
+    flags.DEFINE_bool("traverse", False, "write one row per latent dimension, swept over [-3, 3] around a base code")
     flags.DEFINE_bool("theory", False, "compare a trained discriminator with the optimal D* on two 1-D densities")
     flags.DEFINE_integer("pairs", 4, "--interpolate: pairs of test images (two rows each)")
-    flags.DEFINE_integer("steps", 10, "--interpolate: values of t from 0 to 1 in each row")
+    flags.DEFINE_integer("steps", 10, "--interpolate: values of t from 0 to 1 in each row; --traverse: values of "
+                         "z_j from -3 to 3")
     flags.DEFINE_string("triples", None, "--arithmetic: test-split indices 'a,b,c;a,b,c;...' (default: see the module doc)")
     flags.DEFINE_integer("theory_steps", 5000, "--theory: discriminator training steps")
     flags.DEFINE_integer("gan_steps", 2000, "--theory: generator steps of the 1-D GAN")
@@ -320,6 +334,39 @@ def class_mean_rows(model, pool):
         z = codes[c] - means[np.searchsorted(classes, y[c])] + means
         rows += [x[c : c + 1], dec(z, classes.astype(np.int32))]
     return np.concatenate(rows), len(classes) + 1
+
+
+# -- --traverse --------------------------------------------------------------
+
+TRAVERSE_LIMIT = 3.0  # sweep z_j over [-3, 3]: 3 standard deviations of the N(0, I) prior
+
+
+def traversal_rows(model, dataset, steps=10, seed=0, limit=TRAVERSE_LIMIT):
+    """(images [J * steps, H, W, C], figures) of the traversal grid (see the
+    module doc): row j decodes the base code with z_j set to each of `steps`
+    values from -limit to limit. figures: {base (what the base code is),
+    values, pixel_change (per dimension, the mean |image at +limit - image at
+    -limit|)}."""
+    values = np.linspace(-limit, limit, steps)
+    rng = np.random.RandomState(seed)
+    if model.can("encoder"):
+        i = int(rng.randint(len(dataset.test_images)))
+        label = dataset.test_labels[i]
+        base = model.encode_all(dataset.test_images[i : i + 1], dataset.test_labels[i : i + 1])[0]
+        what = f"encode(x) of test image {i} (label {label})"
+    else:
+        label = rng.randint(max(model.num_classes, 1))
+        base = np.zeros(model.latent_dim)
+        what = "z = 0, the prior's mode" + (f" (label {label})" if model.conditional else "")
+    dec, labels = decoder(model), np.full(steps, label, np.int32)
+    rows = []
+    for j in range(model.latent_dim):
+        z = np.tile(base, (steps, 1))
+        z[:, j] = values
+        rows.append(dec(z, labels))
+    change = [float(np.abs(row[-1] - row[0]).mean()) for row in rows]
+    figures = {"base": what, "values": [_round(v, 3) for v in values], "pixel_change": [_round(c, 4) for c in change]}
+    return np.concatenate(rows), figures
 
 
 # -- --theory: the optimal discriminator -----------------------------------
@@ -855,21 +902,22 @@ def plot_one_gaussian(path, result):
 
 def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=5000, seed=0, gan_steps=2000,
         fit_steps=1500, draws=2000, confidence=0.9, cache_dir=evaluate.CACHE_DIR):
-    """Runs the chosen modes (of "interpolate", "arithmetic", "theory"); returns
-    ([(path written, what it shows), ...], figures: a dict, empty when no mode
-    measures anything)."""
+    """Runs the chosen modes (of MODES); returns ([(path written, what it
+    shows), ...], figures: a dict, empty when no mode measures anything)."""
     if not modes:
-        raise ExploreError("choose what to explore: --interpolate, --arithmetic (both need --workdir) or --theory")
+        raise ExploreError("choose what to explore: --interpolate, --arithmetic, --traverse (these need --workdir) "
+                           "or --theory")
     if out and len(modes) > 1:
-        raise ExploreError("--out names one file: give one of --interpolate, --arithmetic, --theory with it")
+        raise ExploreError("--out names one file: give one of --interpolate, --arithmetic, --traverse, --theory with it")
     written, figures = [], {}
 
     def path(filename):
         return out or os.path.join(workdir or "", "explore", filename)
 
-    if {"interpolate", "arithmetic"} & set(modes):
+    if {"interpolate", "arithmetic", "traverse"} & set(modes):
         if not workdir:
-            raise ExploreError("--interpolate and --arithmetic need --workdir=W, a train.run workdir holding model.keras")
+            raise ExploreError("--interpolate, --arithmetic and --traverse need --workdir=W, a train.run workdir "
+                               "holding model.keras")
         if pairs < 1 or steps < 2:
             raise ExploreError(f"--pairs must be >= 1 and --steps >= 2 (got {pairs} and {steps})")
         if not 0.0 <= confidence <= 1.0 or draws < 1:
@@ -901,6 +949,11 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
             images, columns = class_mean_rows(model, pool)
             means_path = write_grid(os.path.splitext(target)[0] + "_class_means.png", images, columns)
             written.append((means_path, "rows: c, then decode(z_c - m_(y_c) + m_k) for every class k"))
+        if "traverse" in modes:
+            images, figures["traverse"] = traversal_rows(model, dataset, steps, seed)
+            written.append((write_grid(path("traverse.png"), images, steps),
+                            f"row j: z_j from -{TRAVERSE_LIMIT:g} to {TRAVERSE_LIMIT:g} around "
+                            f"{figures['traverse']['base']}"))
     if "theory" in modes:
         if min(theory_steps, gan_steps, fit_steps) < 1:
             raise ExploreError(f"--theory_steps, --gan_steps and --fit_steps must be >= 1 "
@@ -923,7 +976,7 @@ def run(workdir, modes, out=None, pairs=4, steps=10, triples=None, theory_steps=
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     cli.no_positional_arguments(argv)
-    modes = [m for m in ("interpolate", "arithmetic", "theory") if FLAGS[m].value]
+    modes = [m for m in MODES if FLAGS[m].value]
     try:
         written, figures = run(FLAGS.workdir, modes, FLAGS.out, FLAGS.pairs, FLAGS.steps, FLAGS.triples,
                                FLAGS.theory_steps, FLAGS.seed, FLAGS.gan_steps, FLAGS.fit_steps, FLAGS.draws,

@@ -327,5 +327,10 @@ def importance_weighted_bound(posterior, log_joint, k, seed=None):
     equal to the ELBO for K = 1, non-decreasing in K and tending to log p(x).
     `log_joint(z)` maps samples [K, B, J] to log p(x, z) [K, B]."""
     z = posterior.sample(k, seed=seed)
-    log_w = log_joint(z) - posterior.log_prob(z)
-    return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(k, log_w.dtype))
+    return log_mean_exp(log_joint(z) - posterior.log_prob(z))
+
+
+def log_mean_exp(log_w):
+    """log (1/K) sum_k exp(log w_k) over the first axis ([K, B] -> [B]), without
+    overflow (logsumexp): the IWAE bound of the log importance weights."""
+    return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(tf.shape(log_w)[0], log_w.dtype))

@@ -95,3 +95,16 @@ def code_statistics(codes):
         "code_var_mean": float(np.diag(cov).mean()),
         "code_cov_offdiag_abs_mean": float(np.abs(off).sum() / max(n * (n - 1), 1)),
     }
+
+
+ACTIVE_UNIT_VARIANCE = 0.01  # Burda et al.'s threshold
+
+
+def active_units(posterior_means, threshold=ACTIVE_UNIT_VARIANCE):
+    """The number of active latent units (Burda et al. 2016):
+    dimensions j with Var_x(E_q[z_j | x]) > threshold, the variance of the
+    posterior mean across the images x [N] (the rows of posterior_means
+    [N, J]). An inactive unit's posterior is the same for every image: the
+    decoder cannot read anything about x from it."""
+    means = np.asarray(posterior_means, np.float64)
+    return int((means.var(axis=0) > threshold).sum())

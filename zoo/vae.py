@@ -14,6 +14,9 @@ prior:     normal    p(z) = N(0, I), the KL analytic (tfd.kl_divergence)
                      log q(z|x) - log p(z) at the z of the reconstruction term.
            recurrent p(z) a recurrent Gaussian as the posterior's, its mu, s and a
                      learned with the networks; the KL analytic (two Gaussians).
+objective: elbo      the ELBO, its KL weighted by beta (beta-VAE), annealed (KL
+                     warm-up), clamped (free bits) or pulled to a rising capacity C_t
+           iwae      the importance-weighted bound of train_k draws (IWAE)
 """
 
 import dataclasses
@@ -25,6 +28,7 @@ import tensorflow as tf
 from zoo import base, distributions, ema, nets, samplers
 from zoo.base import option
 
+OBJECTIVES = ("elbo", "iwae")
 _BINARIZE = 1  # random stream of a train step (0: the posterior's eps)
 EVALUATION_BINARIZATION = (2016, 5)  # the seed of the fixed binarised images evaluation_images scores
 
@@ -62,7 +66,92 @@ class VAEConfig:
     free_bits: float = option(
         0.0, "nats of KL per latent dimension that cost nothing (free bits; 0: the plain ELBO)"
     )
+    beta: float = option(
+        1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017: > 1 trades reconstruction for a code closer "
+        "to the prior; 1: the ELBO); with capacity_max > 0, the gamma of gamma |KL - C_t|"
+    )
+    capacity_max: float = option(
+        0.0, "controlled capacity (Burgess et al. 2018): the loss is -log p(x|z) + beta |KL - C_t|, the KL pulled "
+        "to C_t nats per example, C_t rising linearly from 0 to capacity_max over capacity_steps (beta is the "
+        "paper's gamma then: give a large one, e.g. 100); 0: off"
+    )
+    capacity_steps: int = option(0, "train steps over which C_t rises from 0 to capacity_max (0: C_t = capacity_max "
+                                 "from the first step)")
+    objective: str = option(
+        "elbo", "training objective: elbo, or iwae, the importance-weighted bound log 1/K sum_k p(x, z_k) / q(z_k|x) "
+        "of train_k draws z_k ~ q(z|x) (Burda et al. 2016)", OBJECTIVES,
+    )
+    train_k: int = option(5, "draws per example of objective=iwae (train.evaluate's --iwae_k is the evaluation's K)")
     ema_decay: float = option(0.0, ema.HELP)
+
+
+def check_objective(c):
+    """ValueError for options of a VAEConfig `c` that do not go together: beta,
+    the capacity and the iwae objective's K out of range, the capacity with
+    the KL's other schedules or a Monte Carlo KL, and objective=iwae with any
+    of the ELBO's KL levers (it has no KL term to weight)."""
+    if c.beta < 0 or c.capacity_max < 0 or c.capacity_steps < 0 or c.train_k < 1:
+        raise ValueError(f"beta, capacity_max and capacity_steps must be >= 0 and train_k >= 1, got {c.beta!r}, "
+                         f"{c.capacity_max!r}, {c.capacity_steps!r} and {c.train_k!r}")
+    if c.capacity_max and (c.kl_warmup_steps or c.free_bits):
+        raise ValueError("capacity_max sets the KL's target itself: use it without kl_warmup_steps and free_bits")
+    if c.capacity_max and c.prior not in distributions.GAUSSIAN_PRIORS:
+        # |KL - C| of a one-sample Monte Carlo KL is biased upwards (Jensen), as free bits' clamp
+        raise ValueError("capacity_max needs an analytic KL (prior=normal or recurrent); use one or capacity_max=0")
+    if c.objective == "iwae" and (c.beta != 1 or c.capacity_max or c.kl_warmup_steps or c.free_bits):
+        raise ValueError("objective=iwae has no KL term to weight: use it with beta=1 and no capacity_max, "
+                         "kl_warmup_steps or free_bits")
+
+
+def beta_vae_loss(reconstruction, kl, beta):
+    """-log p(x|z) + beta KL(q(z|x) || p(z)), per example (Higgins et al. 2017,
+    "beta-VAE: Learning basic visual concepts with a constrained variational
+    framework"): beta = 1 is the negative ELBO, beta > 1 presses the
+    posterior to the prior (more disentangled, blurrier), beta < 1 the reverse.
+
+    Args:
+      reconstruction: -log p(x|z) per example [B] at z ~ q(z|x).
+      kl: the KL term per example [B] (analytic, Monte Carlo, or after warm-up
+        and free bits).
+      beta: the KL's weight, >= 0.
+
+    Returns:
+      The loss per example [B]."""
+    return reconstruction + beta * kl
+
+
+def capacity_loss(reconstruction, kl, capacity, gamma):
+    """-log p(x|z) + gamma |KL(q(z|x) || p(z)) - C|, per example (Burgess et al.
+    2018, "Understanding disentangling in beta-VAE"): the KL is pulled to
+    C nats, which training raises from 0 so that the code takes in information
+    a little at a time. Per example as the paper writes it; implementations that
+    pull the batch's mean KL to C instead let examples' KLs spread around it.
+
+    Args:
+      reconstruction: -log p(x|z) per example [B].
+      kl: KL(q(z|x) || p(z)) per example [B] (analytic).
+      capacity: C, the target KL in nats (a scalar).
+      gamma: the weight of |KL - C| (the paper: 1000 on dSprites).
+
+    Returns:
+      The loss per example [B]."""
+    return reconstruction + gamma * tf.abs(kl - capacity)
+
+
+def iwae_loss(log_weights):
+    """-log (1/K) sum_k w_k, per example (Burda et al. 2016, "Importance weighted
+    autoencoders"), w_k = p(x, z_k) / q(z_k|x) at K draws z_k ~ q(z|x):
+    the negative IWAE bound. Its reparameterised gradient is -sum_k w~_k grad
+    log w_k with w~_k = w_k / sum_j w_j, each draw weighted by its normalised
+    importance weight; K = 1 is the negative one-draw ELBO
+    -log p(x|z) + log q(z|x) - log p(z).
+
+    Args:
+      log_weights: log w_k [K, B].
+
+    Returns:
+      The loss per example [B]."""
+    return -distributions.log_mean_exp(log_weights)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
@@ -101,6 +190,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         if c.free_bits and c.prior not in distributions.GAUSSIAN_PRIORS:
             # one-sample Monte Carlo KLs are noisy and can be negative: a per-example clamp would bias them
             raise ValueError("free_bits needs an analytic KL (prior=normal or recurrent); use one or free_bits=0")
+        check_objective(c)
         cond = self.num_classes if self.conditional else 0
         out_dim = distributions.posterior_size(c.posterior, self.latent_dim)
         self.encoder = nets.encoder(c.net, self.image_shape, out_dim, cond_dim=cond)
@@ -193,7 +283,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         return distributions.monte_carlo_kl(posterior, self.prior(), z)
 
     def kl_weight(self, step):
-        """beta_t = min(1, (t + 1) / kl_warmup_steps) at train step t (0-based),
+        """w_t = min(1, (t + 1) / kl_warmup_steps) at train step t (0-based),
         1 without warm-up (Bowman et al. 2016, Sonderby et al. 2016)."""
         warmup = self.config.kl_warmup_steps
         if warmup <= 0:
@@ -213,6 +303,25 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
             return tf.reduce_sum(tf.maximum(lam, distributions.kl_per_dimension(posterior)), axis=-1)
         return tf.maximum(lam * self.latent_dim, kl)
 
+    def capacity(self, step):
+        """C_t = capacity_max min(1, t / capacity_steps) nats at train step t
+        (0-based): 0 at the first step, capacity_max from step capacity_steps
+        on (Burgess et al. 2018); capacity_max throughout when capacity_steps = 0."""
+        c = self.config
+        if c.capacity_steps <= 0:
+            return tf.constant(float(c.capacity_max))
+        return c.capacity_max * tf.minimum(1.0, tf.cast(step, tf.float32) / float(c.capacity_steps))
+
+    def elbo_loss(self, posterior, reconstruction, kl, step):
+        """The per-example loss of objective=elbo at train step t: with
+        capacity_max > 0, capacity_loss(rec, KL, C_t, beta); otherwise
+        beta_vae_loss(rec, w_t KL', beta), w_t the warm-up weight (kl_weight)
+        and KL' the KL after free bits (kl_objective). beta = 1, no warm-up
+        and no free bits: -ELBO = -log p(x|z) + KL."""
+        if self.config.capacity_max > 0:
+            return capacity_loss(reconstruction, kl, self.capacity(step), self.config.beta)
+        return beta_vae_loss(reconstruction, self.kl_weight(step) * self.kl_objective(posterior, kl), self.config.beta)
+
     def _decoder_outputs(self, z, labels=None, averaged=False):
         if self.conditional:
             z = tf.concat([z, self.one_hot(self.require_labels(labels))], axis=-1)
@@ -230,13 +339,19 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         ema_decay > 0; training uses the raw networks)."""
         return self._elbo_parts(images, labels, seed, averaged=True)[1:]
 
-    def posterior_sample(self, q, seed=None):
+    def posterior_sample(self, q, seed=None, k=None):
         """z ~ q(z|x) reparameterised: z = mu + L eps, eps this replica's slice of
         one N(0, I) draw for the global batch from `seed` (base.replica_normal),
-        so that N replicas draw what one device draws; a fresh draw when seed is None."""
+        so that N replicas draw what one device draws; a fresh draw when seed is None.
+        k: K draws per example, z [K, B, J]; eps is drawn [B, K, J], so K = 1
+        draws the eps of k=None, z [B, J]."""
         if seed is None:
-            return q.sample()
-        return q.bijector.forward(base.replica_normal(tf.shape(q.loc)[0], self.latent_dim, seed))
+            return q.sample() if k is None else q.sample(k)
+        batch = tf.shape(q.loc)[0]
+        if k is None:
+            return q.bijector.forward(base.replica_normal(batch, self.latent_dim, seed))
+        eps = base.replica_slice(lambda n: tf.random.stateless_normal([n, k, self.latent_dim], seed), batch)
+        return q.bijector.forward(tf.transpose(eps, [1, 0, 2]))
 
     def _elbo_parts(self, images, labels, seed, averaged=False):
         """(q(z|x), -log p(x|z), KL) per example at one reparameterised z ~ q(z|x)."""
@@ -250,16 +365,32 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         (distributions.importance_weighted_bound), per example in nats; K = 1 is the ELBO."""
         images = tf.convert_to_tensor(images, tf.float32)
         q = self.posterior(images, labels, averaged=True)
-        batch = tf.shape(images)[0]
 
         def log_joint(z):  # z [K, B, J] -> log p(x|z) + log p(z) [K, B]
-            flat = tf.reshape(z, [-1, self.latent_dim])
-            tiled = tf.tile(images, [k, 1, 1, 1])
-            tiled_labels = tf.tile(labels, [k]) if self.conditional else None
-            log_px = tf.reshape(self.likelihood(flat, tiled_labels, averaged=True).log_prob(tiled), [k, batch])
-            return log_px + self.prior().log_prob(z)
+            return self._log_likelihoods(images, labels, z, averaged=True) + self.prior().log_prob(z)
 
         return distributions.importance_weighted_bound(q, log_joint, k, seed=seed)
+
+    def _log_likelihoods(self, images, labels, z, averaged=False):
+        """log p(x|z_k) [K, B] of images [B, ...] at codes z [K, B, J], the K
+        decodings in one batch."""
+        k, batch = tf.shape(z)[0], tf.shape(images)[0]
+        flat = tf.reshape(z, [-1, self.latent_dim])
+        tiled = tf.tile(images, [k, 1, 1, 1])
+        tiled_labels = tf.tile(labels, [k]) if self.conditional else None
+        return tf.reshape(self.likelihood(flat, tiled_labels, averaged).log_prob(tiled), [k, batch])
+
+    def iwae_parts(self, images, labels, seed, k):
+        """(loss, -log p(x|z_1), KL) per example for objective=iwae, from the raw
+        networks (training's): loss = iwae_loss(log w), log w_k = log p(x|z_k) +
+        log p(z_k) - log q(z_k|x) at K reparameterised draws z_k ~ q(z|x)
+        (posterior_sample); the two terms, at the first draw, are what is
+        tracked beside it (KL as kl() gives it)."""
+        q = self.posterior(images, labels)
+        z = self.posterior_sample(q, seed, k=k)
+        log_px = self._log_likelihoods(images, labels, z)
+        log_w = log_px + self.prior().log_prob(z) - q.log_prob(z)
+        return iwae_loss(log_w), -log_px[0], self.kl(q, z[0])
 
     # -- what its bounds are ------------------------------------------------
     @property
@@ -315,24 +446,34 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
             return distributions.binarize(images, self._step_seed(stream=_BINARIZE))
         return tf.convert_to_tensor(images, tf.float32)
 
+    def objective_parts(self, images, labels, step):
+        """(what the optimiser minimises, the tracked loss, -log p(x|z), KL) per
+        example at train step `step`, from the raw networks: for objective=elbo
+        elbo_loss, and the tracked loss the true -ELBO, rec + KL, whatever beta,
+        warm-up, free bits or capacity; for objective=iwae the negative IWAE
+        bound of train_k draws, both (iwae_parts)."""
+        if self.config.objective == "iwae":
+            loss, reconstruction, kl = self.iwae_parts(images, labels, self._step_seed(), self.config.train_k)
+            return loss, loss, reconstruction, kl
+        q, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())
+        return self.elbo_loss(q, reconstruction, kl, step), reconstruction + kl, reconstruction, kl
+
     def train_step(self, data):
         images, labels = base.unpack(data)
         images = self.training_images(images)
-
-        def objective():  # -ELBO, with the KL weighted (warm-up) or clamped (free bits)
-            q, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())
-            beta = self.kl_weight(self.optimizer.iterations)
-            return reconstruction + beta * self.kl_objective(q, kl), reconstruction, kl
-
-        _, reconstruction, kl = base.minimize(self.optimizer, self.trainable_variables, objective)
+        step = self.optimizer.iterations
+        _, loss, reconstruction, kl = base.minimize(
+            self.optimizer, self.trainable_variables, lambda: self.objective_parts(images, labels, step)
+        )
         self.update_ema()
-        return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
+        return self.track(loss=loss, reconstruction=reconstruction, kl=kl)
 
     def test_step(self, data):
         images, labels = base.unpack(data)
         images = self.training_images(images)
-        _, reconstruction, kl = self._elbo_parts(images, labels, self._step_seed())  # the raw networks, as training
-        return self.track(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
+        # the raw networks, as training
+        _, loss, reconstruction, kl = self.objective_parts(images, labels, self.optimizer.iterations)
+        return self.track(loss=loss, reconstruction=reconstruction, kl=kl)
 
     # -- serving ---------------------------------------------------------------
     def _serve_encode(self):
