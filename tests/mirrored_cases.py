@@ -1,4 +1,5 @@
-"""The cases of tests/mirrored_check.py: case name -> (model name, config).
+"""The cases of tests/mirrored_check.py: case name -> (model name, config; an
+image_shape in the config replaces the check's 8x8x1).
 A module of their own so that tests can read them without the check's device set-up."""
 
 # The GAN family: case (the model name) -> config.
@@ -40,6 +41,9 @@ OTHER_CASES = {
     "cgan_sn": ("cgan", dict(latent_dim=8, d_dropout=0.0, spectral_norm=True)),
     "cgan_g_steps": ("cgan", dict(latent_dim=8, d_dropout=0.0, g_steps=2, update="simultaneous")),
     "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout", update="alternating")),
+    # The DCGAN-sized nets (zoo.nets): synchronized batch norm in D too, whose
+    # step (alternating) passes real and fake images apart.
+    "gan_conv_32_rgb": ("gan", dict(latent_dim=8, d_dropout=0.0, net="conv", width=0.125, image_shape=(32, 32, 3))),
 }
 
 

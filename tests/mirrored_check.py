@@ -32,9 +32,9 @@ from mirrored_cases import CASES, OTHER_CASES, case  # noqa: E402,F401
 SHAPE, CLASSES, BATCH, STEPS = (8, 8, 1), 3, 8, 2
 
 
-def dataset(conditional):
+def dataset(conditional, shape=SHAPE):
     rng = np.random.default_rng(0)
-    images = rng.random((BATCH * STEPS, *SHAPE), dtype=np.float32)
+    images = rng.random((BATCH * STEPS, *shape), dtype=np.float32)
     labels = rng.integers(0, CLASSES, BATCH * STEPS).astype(np.int32)
     data = (images, labels) if conditional else images
     return tf.data.Dataset.from_tensor_slices(data).batch(BATCH, drop_remainder=True)
@@ -43,10 +43,10 @@ def dataset(conditional):
 def trained(name, strategy, initial):
     with strategy.scope():
         model_name, config = case(name)
-        model = zoo.build(model_name, image_shape=SHAPE, num_classes=CLASSES, seed=3, **config)
+        model = zoo.build(model_name, num_classes=CLASSES, seed=3, **{"image_shape": SHAPE, **config})
         model.set_weights(initial)
         model.compile(**{key: keras.optimizers.SGD(0.1) for key in model.compile_defaults()})
-    model.fit(dataset(model.conditional or name in OTHER_CASES), epochs=1, verbose=0)
+    model.fit(dataset(model.conditional or name in OTHER_CASES, model.image_shape), epochs=1, verbose=0)
     return model.get_weights()
 
 
@@ -59,7 +59,7 @@ def main(names):
     for name in names:
         keras.utils.set_random_seed(0)
         model_name, config = case(name)
-        initial = zoo.build(model_name, image_shape=SHAPE, num_classes=CLASSES, **config).get_weights()
+        initial = zoo.build(model_name, num_classes=CLASSES, **{"image_shape": SHAPE, **config}).get_weights()
         one = trained(name, tf.distribute.get_strategy(), initial)
         two = trained(name, mirrored, initial)
         moved = max(float(np.max(np.abs(a - b))) for a, b in zip(one, initial))

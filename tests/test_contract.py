@@ -10,7 +10,10 @@ and for a toy model registered here at test time, which needs no other file:
   fresh process that loads it as a server does (TensorFlow only);
 - its train step on two replicas of a MirroredStrategy makes the update of one
   device: every model has a case in tests/mirrored_check.py, run by its own
-  test file (the toy, registered in this process only, is left out).
+  test file (the toy, registered in this process only, is left out);
+- on the conv nets of 32x32 colour images (zoo.nets' DCGAN nets) a train
+  step moves every trainable weight, with finite losses, and `generate` draws
+  colour images, at 64x64 too.
 """
 
 import dataclasses
@@ -47,18 +50,24 @@ def with_toy(monkeypatch):
     monkeypatch.setitem(registry.MODELS, "toy", ToyAE)
 
 
-def tiny(name, seed=0):
+def tiny(name, seed=0, shape=SHAPE, net=None, width=None):
+    """Model `name` with latent_dim 4, on `net` nets where it has the option
+    (None: mlp, and dcgan's conv), at `width` where it has that option."""
     keras.utils.set_random_seed(seed)
-    options = {"latent_dim": 4} if "latent_dim" in zoo.default_config(name) else {}
-    if "net" in zoo.default_config(name) and name != "dcgan":
-        options["net"] = "mlp"
-    return zoo.build(name, image_shape=SHAPE, num_classes=CLASSES, **options)
+    config = zoo.default_config(name)
+    options = {"latent_dim": 4} if "latent_dim" in config else {}
+    if "net" in config:
+        options["net"] = net or ("conv" if name == "dcgan" else "mlp")
+    if width and "width" in config:
+        options["width"] = width
+    return zoo.build(name, image_shape=shape, num_classes=CLASSES, **options)
 
 
-def batch(seed=0):
+def batch(seed=0, shape=SHAPE, rows=BATCH * 2):
+    """(images, labels) of `rows` rows; the default: GANs with d_steps > 1
+    split a step's batch, 2 rows per replica at least."""
     rng = np.random.default_rng(seed)
-    rows = BATCH * 2  # GANs with d_steps > 1 split a step's batch; 2 rows per replica at least
-    return (tf.constant(rng.uniform(0, 1, (rows, *SHAPE)).astype(np.float32)),
+    return (tf.constant(rng.uniform(0, 1, (rows, *shape)).astype(np.float32)),
             tf.constant(rng.integers(0, CLASSES, rows).astype(np.int32)))
 
 
@@ -91,6 +100,29 @@ def test_each_optimizer_moves_only_its_variables(name, with_toy):
                 assert not changed, (stepping, v.path)
         assert any(not np.array_equal(before[i], v.numpy()) for v in fresh.trainable_variables
                    for i in [id(v)] if i in moved_ids), f"{stepping} moved nothing"
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_conv_nets_train_on_colour_images_and_generate_them(name):
+    shape = (32, 32, 3)
+    model = tiny(name, shape=shape, net="conv", width=0.25)  # a quarter of the GANs' widths: a cheaper step
+    model.compile(**{n: keras.optimizers.SGD(0.01) for n in model.optimizer_names})
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    logs = model.train_step(batch(shape=shape, rows=4))
+    assert all(np.isfinite(float(v)) for v in logs.values()), logs
+    stuck = [v.path for v in model.trainable_variables if np.array_equal(before[v.path], v.numpy())]
+    assert not stuck, stuck  # every layer is wired into a loss
+    images = model.generate(3, labels=[0, 1, 2] if model.conditional else None).numpy()
+    assert images.shape == (3, *shape) and np.all((images >= 0) & (images <= 1))
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_conv_nets_generate_64x64_colour_images(name):
+    # The 32x32 nets with one more stage (zoo.nets): building them checks every
+    # layer's shapes; a train step would add 1-2 s per model and no new layer.
+    model = tiny(name, shape=(64, 64, 3), net="conv", width=0.25)
+    images = model.generate(2, labels=[0, 1] if model.conditional else None).numpy()
+    assert images.shape == (2, 64, 64, 3) and np.all((images >= 0) & (images <= 1))
 
 
 @pytest.mark.parametrize("name", names_with_toy())

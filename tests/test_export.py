@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import tensorflow as tf
 
 import zoo
 from export import saved_model
@@ -29,3 +30,11 @@ def test_a_failed_verification_leaves_no_version(tmp_path, monkeypatch):
     with pytest.raises(saved_model.ExportError, match="simulated"):
         saved_model.export(tiny(), str(tmp_path), "vae")
     assert os.listdir(tmp_path / "vae") == []  # neither a version nor a temporary directory
+
+
+def test_a_32x32_colour_model_exports_colour_signatures(tmp_path):
+    model = zoo.build("dcgan", image_shape=(32, 32, 3), latent_dim=2, width=0.125)
+    path = saved_model.export(model, str(tmp_path), "dcgan", verify=False)  # the fresh-process check: test_contract
+    generate = tf.saved_model.load(path).signatures["generate"]
+    assert generate.structured_outputs["images"].shape.as_list() == [None, 32, 32, 3]
+    assert generate(z=tf.zeros([2, 2]))["images"].shape == (2, 32, 32, 3)

@@ -457,9 +457,10 @@ def test_mirrored_strategy_matches_one_device():
     (dcgan_ema: synchronized batch norm and G's moving average; gan_aug_r1: the
     default loss with d_steps=2; cgan_sn and cgan_g_steps: the conditional model;
     and the discriminator levers of tests/test_gan_levers.py: hinge + R1,
-    DiffAugment, spectral norm). Each model's default options are a case's
-    without its levers, so no case runs them alone."""
-    cases = ("dcgan_ema", "gan_hinge_r1", "gan_aug_r1", "dcgan_sn_aug", "cgan_sn", "cgan_g_steps")
+    DiffAugment, spectral norm; gan_conv_32_rgb: the DCGAN-sized nets, batch
+    norm in D). Each model's default options are a case's without its levers,
+    so no case runs them alone."""
+    cases = ("dcgan_ema", "gan_hinge_r1", "gan_aug_r1", "dcgan_sn_aug", "cgan_sn", "cgan_g_steps", "gan_conv_32_rgb")
     result = run_mirrored_check(*cases)
     assert set(result) == set(cases)
     for name, r in result.items():

@@ -26,10 +26,11 @@ Distributed training: every loss is a sum over this replica's examples divided
 by the global batch (base.global_mean) and Keras sums gradients over replicas;
 the noise of a step is one stateless draw for the global batch, sliced per
 replica (base.replica_normal), seeded by (model seed, optimizer iterations,
-stream), and so are DiffAugment's (zoo.augment); G's batch norm is
-synchronized; spectral norm's power-iteration vectors are computed alike on
-every replica and kept from the first. So N replicas on a global batch make
-the update that one device makes on it (tests/test_gan.py proves it).
+stream), and so are DiffAugment's (zoo.augment); batch norm (G's, and
+the 32x32 and 64x64 D's) is synchronized; spectral norm's power-iteration
+vectors are computed alike on every replica and kept from the first. So N
+replicas on a global batch make the update that one device makes on it
+(tests/test_gan.py proves it).
 """
 
 import dataclasses
@@ -201,6 +202,11 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             c.net, self.image_shape, cond_dim=cond, dropout=c.d_dropout, spectral_norm=c.spectral_norm,
             conditioning=getattr(c, "conditioning", "concat"),  # a CGANConfig field only
             width=c.width,
+            # (the DCGAN-sized D's batch norm only) Off for the penalties on
+            # gradients at each example, which batch statistics would tie to the
+            # batch (Gulrajani et al. use no batch norm in the critic), and with
+            # spectral norm, which takes its place (Miyato et al.).
+            batch_norm=not (c.spectral_norm or c.r1_weight or losses.has_gradient_penalty(c.loss)),
         )
         self.build_ema()
         self.built = True
@@ -323,13 +329,15 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         # normalises with batch statistics, as in the G step.
         fake = self._augment(tf.stop_gradient(self._fake(z, cond, training=True)), seed, AUG_FAKE)
         real = self._augment(base.to_tanh(images), seed, AUG_REAL)
+        d_batch_norm = nets.has_batch_norm(self.discriminator)
 
         def loss_and_logits():
-            # One D pass over real and fake together (D has no batch norm, so
-            # this equals two passes; it is faster).
-            both = tf.concat([real, fake], axis=0)
-            both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
-            real_logits, fake_logits = tf.split(self._d_logits(both, both_cond, True), 2)
+            if d_batch_norm:  # real and fake batches normalised apart, as DCGAN trains D
+                real_logits, fake_logits = self._d_logits(real, cond, True), self._d_logits(fake, cond, True)
+            else:  # one D pass over both: the same logits as two passes, and faster
+                both = tf.concat([real, fake], axis=0)
+                both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
+                real_logits, fake_logits = tf.split(self._d_logits(both, both_cond, True), 2)
             return self._d_loss(real_logits, fake_logits, real, fake, cond, seed), real_logits, fake_logits
 
         per_example, real_logits, fake_logits = base.minimize(
@@ -468,7 +476,8 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
 class DCGAN(GAN):
     """The GAN with the TensorFlow tutorial's DCGAN nets (nets.generator/
     discriminator "conv"; for 28x28x1: Dense 7*7*256 -> ConvT 128 -> 64 -> 1
-    tanh with BN + LeakyReLU; D Conv 64 s2 -> 128 s2 -> Dense 1 with dropout),
+    tanh with BN + LeakyReLU; D Conv 64 s2 -> 128 s2 -> Dense 1 with dropout;
+    for 32x32 and 64x64 images the DCGAN paper's nets, see zoo.nets),
     latent_dim 100; by default at half those widths (width=0.5) and with an
     average of G (ema_decay=0.999), which give better samples in its budget."""
 

@@ -3,7 +3,30 @@ decoders, generators and discriminators, as functional keras.Models.
 
 A conditioning or joint input (a one-hot label, BiGAN's code z) is a vector that
 each builder concatenates to the flattened features. Decoders and generators
-return raw outputs: the model decides their range (logits, tanh, ...)."""
+return raw outputs: the model decides their range (logits, tanh, ...).
+
+Which conv nets an image shape gets (`dcgan_sized`):
+
+- square images whose side is a power of two of at least 32 (32x32, 64x64, ...;
+  any C): the nets of the DCGAN paper's guidelines (Radford et al. 2016). From
+  the image down to 4x4, k = log2(side / 4) stride-2 4x4 convolutions of 64,
+  128, 256, ... filters (doubling per halving), LeakyReLU(0.2); G and decoders
+  mirror them: z -> 4x4 x 64 * 2^(k-1) (a projection and reshape) -> ConvT
+  stride 2 halving the filters -> ConvT to C channels, ReLU between. So the
+  64x64 G is z -> 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x64 -> 64x64xC and
+  the 32x32 one z -> 4x4x256 -> 8x8x128 -> 16x16x64 -> 32x32xC. G and D have
+  batch norm after every layer but G's output and D's input layer (and D none
+  when the model asks so, see `discriminator`); encoders and decoders have
+  none, because the autoencoders' losses and likelihood bounds are per
+  example, which batch statistics in training would tie to the batch.
+- every other shape (28x28 digits, 8x8, 48x48, ...): the TensorFlow tutorials'
+  nets (DCGAN, CVAE), generalised, with which the default runs' figures were
+  measured: at most three stride-2 halvings (`downsamplings`), no batch norm
+  but in G.
+
+4x4 kernels with stride 2 (as the PyTorch DCGAN example) cover every output
+pixel of a transposed convolution equally, without checkerboard artefacts
+(Odena et al. 2016)."""
 
 import keras
 from keras import layers
@@ -23,9 +46,16 @@ def downsamplings(image_shape, max_steps=3):
     if steps == 0:
         raise ValueError(
             f"conv nets cannot take images of shape {tuple(image_shape)}: height and width "
-            f"must be even and at least 8; use net=mlp, or images of 28 or 32 pixels"
+            f"must be even and at least 8; use net=mlp, or images of 28, 32 or 64 pixels"
         )
     return steps
+
+
+def dcgan_sized(image_shape):
+    """Whether the conv nets for `image_shape` are the DCGAN ones: square, the
+    side a power of two of at least 32 (see the module docstring)."""
+    h, w = image_shape[:2]
+    return h == w and h >= 32 and h & (h - 1) == 0
 
 
 def scaled(units, width):
@@ -52,15 +82,70 @@ def _model(image, cond, out, name):
     return keras.Model([image, cond] if cond is not None else image, out, name=name)
 
 
+def dcgan_filters(image_shape, width=1.0):
+    """Filters of the DCGAN nets' conv layers from the image side down to 4x4:
+    [64, 128, ...] times `width`, one per halving (3 for 32x32, 4 for 64x64)."""
+    halvings = (image_shape[0] // 4).bit_length() - 1
+    return [scaled(64 * 2**i, width) for i in range(halvings)]
+
+
+def has_batch_norm(net):
+    """Whether any layer of `net` is a batch normalisation."""
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in net.layers)
+
+
+def _batch_norm():
+    # Synchronized: replicas of a MirroredStrategy normalise with the statistics of the global batch.
+    return zoo_layers.BatchNormalization(synchronized=True)
+
+
+def _dcgan_down(image, image_shape, width=1.0, batch_norm=False, dropout=0.0, sn=lambda layer: layer):
+    """The DCGAN trunk of D and encoders: stride-2 convolutions down to 4x4,
+    each followed by batch norm (when batch_norm, and never on the first, which
+    reads the image), LeakyReLU(0.2) and dropout (when > 0); flattened."""
+    h = image
+    for i, filters in enumerate(dcgan_filters(image_shape, width)):
+        normed = batch_norm and i > 0
+        h = sn(layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=not normed))(h)
+        if normed:
+            h = _batch_norm()(h)
+        h = layers.LeakyReLU(0.2)(h)
+        if dropout:
+            h = zoo_layers.Dropout(dropout)(h)
+    return layers.Flatten()(h)
+
+
+def _dcgan_up(z, image_shape, out_channels, width=1.0, batch_norm=False, **out_kwargs):
+    """The DCGAN trunk of G and decoders: z -> 4x4 x filters[-1] (a Dense, then
+    reshaped) -> stride-2 transposed convolutions halving the filters -> a last
+    one to out_channels; batch norm (when batch_norm) and ReLU after every
+    layer but the last, whose layer takes out_kwargs (dtype, name)."""
+
+    def norm_relu(h):
+        return layers.ReLU()(_batch_norm()(h) if batch_norm else h)
+
+    filters = dcgan_filters(image_shape, width)
+    h = layers.Dense(4 * 4 * filters[-1], use_bias=not batch_norm)(z)
+    h = norm_relu(layers.Reshape((4, 4, filters[-1]))(h))  # per-channel statistics, as for a conv layer
+    for f in reversed(filters[:-1]):
+        h = norm_relu(layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=not batch_norm)(h))
+    return layers.Conv2DTranspose(out_channels, 4, strides=2, padding="same", **out_kwargs)(h)
+
+
 def encoder(kind, image_shape, out_dim, cond_dim=0, hidden=256, name="encoder"):
-    """x (and a condition vector) -> out_dim numbers (a code, or posterior parameters)."""
+    """x (and a condition vector) -> out_dim numbers (a code, or posterior parameters).
+    conv: D's DCGAN trunk without batch norm where dcgan_sized, else stride-2
+    convolutions of 32, 64, ... filters; then Dense hidden -> Dense out_dim."""
     check_kind(kind)
     image, cond = _inputs(image_shape, cond_dim)
     h = image
     if kind == "conv":
-        for i in range(downsamplings(image_shape)):
-            h = layers.Conv2D(32 * 2**i, 4, strides=2, padding="same", activation="relu")(h)
-        h = layers.Flatten()(h)
+        if dcgan_sized(image_shape):
+            h = _dcgan_down(h, image_shape)
+        else:
+            for i in range(downsamplings(image_shape)):
+                h = layers.Conv2D(32 * 2**i, 4, strides=2, padding="same", activation="relu")(h)
+            h = layers.Flatten()(h)
         h = layers.Dense(hidden, activation="relu")(_joined(h, cond))
     else:
         h = layers.Flatten()(h)
@@ -71,12 +156,17 @@ def encoder(kind, image_shape, out_dim, cond_dim=0, hidden=256, name="encoder"):
 
 
 def decoder(kind, in_dim, image_shape, channels_per_pixel=1, hidden=256, name="decoder"):
-    """z (joined with any condition, in_dim numbers) -> [H, W, C * channels_per_pixel] raw outputs."""
+    """z (joined with any condition, in_dim numbers) -> [H, W, C * channels_per_pixel] raw outputs.
+    conv: G's DCGAN trunk without batch norm where dcgan_sized, else Dense
+    hidden -> Dense to the smallest feature map -> stride-2 transposed
+    convolutions -> Conv 3x3."""
     check_kind(kind)
     h_img, w_img, c_img = image_shape
     out_channels = c_img * channels_per_pixel
     z = keras.Input((in_dim,), name="z")
-    if kind == "conv":
+    if kind == "conv" and dcgan_sized(image_shape):
+        out = _dcgan_up(z, image_shape, out_channels, dtype="float32", name="out")
+    elif kind == "conv":
         k = downsamplings(image_shape)
         h0, w0 = h_img // 2**k, w_img // 2**k
         h = layers.Dense(hidden, activation="relu")(z)
@@ -97,20 +187,23 @@ def generator(kind, in_dim, image_shape, name="generator", width=1.0):
     """z -> x in [-1, 1] (tanh), GAN style. `width` scales every hidden layer's
     units or filters (1: the sizes below).
 
-    conv is the DCGAN of the TensorFlow tutorial, generalised: Dense h0*w0*256,
-    BN, LeakyReLU -> ConvT 128 s1 -> ConvT s2 stages halving the filters ->
-    ConvT C s2 tanh; for 28x28x1 exactly Dense 7*7*256 -> 128 -> 64 -> 1. Batch
-    norm is synchronized so that replicas of a MirroredStrategy normalise with
-    the statistics of the global batch."""
+    conv where dcgan_sized: the DCGAN paper's G (module docstring), batch norm
+    and ReLU after every layer but the output. Otherwise the DCGAN of the
+    TensorFlow tutorial, generalised: Dense h0*w0*256, BN, LeakyReLU -> ConvT
+    128 s1 -> ConvT s2 stages halving the filters -> ConvT C s2 tanh; for
+    28x28x1 exactly Dense 7*7*256 -> 128 -> 64 -> 1. Batch norm is
+    synchronized so that replicas of a MirroredStrategy normalise with the
+    statistics of the global batch."""
     check_kind(kind)
     h_img, w_img, c_img = image_shape
     z = keras.Input((in_dim,), name="z")
 
     def bn_lrelu(h):
-        h = zoo_layers.BatchNormalization(synchronized=True)(h)
-        return layers.LeakyReLU(0.3)(h)
+        return layers.LeakyReLU(0.3)(_batch_norm()(h))
 
-    if kind == "conv":
+    if kind == "conv" and dcgan_sized(image_shape):
+        h = _dcgan_up(z, image_shape, c_img, width, batch_norm=True)
+    elif kind == "conv":
         k = downsamplings(image_shape)
         h0, w0 = h_img // 2**k, w_img // 2**k
         h = bn_lrelu(layers.Dense(h0 * w0 * scaled(256, width), use_bias=False)(z))
@@ -135,14 +228,18 @@ CONDITIONINGS = ("concat", "projection")
 
 def discriminator(
     kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="discriminator", spectral_norm=False,
-    conditioning="concat", width=1.0,
+    conditioning="concat", width=1.0, batch_norm=True,
 ):
     """x in [-1, 1] (and a condition or joint vector) -> one logit. `width`
     scales every hidden layer's units or filters.
 
-    conv is the TensorFlow tutorial's DCGAN critic, generalised: Conv 64 s2 ->
-    Conv 128 s2 ..., LeakyReLU and Dropout, Flatten -> Dense 1. A condition
-    vector is joined to the flattened features through one hidden layer.
+    conv where dcgan_sized: the DCGAN paper's D (module docstring), batch norm
+    after every conv but the first when `batch_norm` (models turn it off for
+    levers that need each example's D alone, such as gradient penalties), then
+    Dropout when > 0; Flatten -> Dense 1. Otherwise the TensorFlow tutorial's
+    DCGAN critic, generalised: Conv 64 s2 -> Conv 128 s2 ..., LeakyReLU and
+    Dropout, Flatten -> Dense 1 (never batch norm). A condition vector is
+    joined to the flattened features through one hidden layer.
     spectral_norm wraps every Dense and Conv2D (the logit's and the joint
     layer's too) in zoo.layers.SpectralNormalization (Miyato et al. 2018).
 
@@ -158,12 +255,15 @@ def discriminator(
     image, cond = _inputs(image_shape, cond_dim)
     h = image
     if kind == "conv":
-        for i in range(downsamplings(image_shape)):
-            h = sn(layers.Conv2D(scaled(64 * 2**i, width), 5, strides=2, padding="same"))(h)
-            h = layers.LeakyReLU(0.3)(h)
-            if dropout:
-                h = zoo_layers.Dropout(dropout)(h)
-        h = layers.Flatten()(h)
+        if dcgan_sized(image_shape):
+            h = _dcgan_down(h, image_shape, width, batch_norm, dropout, sn)
+        else:
+            for i in range(downsamplings(image_shape)):
+                h = sn(layers.Conv2D(scaled(64 * 2**i, width), 5, strides=2, padding="same"))(h)
+                h = layers.LeakyReLU(0.3)(h)
+                if dropout:
+                    h = zoo_layers.Dropout(dropout)(h)
+            h = layers.Flatten()(h)
         if cond is not None and not project:
             h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(hidden, width)))(_joined(h, cond)))
     else:
