@@ -82,13 +82,20 @@ class EvaluationError(RuntimeError):
     pass
 
 
+PROBE_ROWS = 10000  # of each split, for the pixels' linear probe
+UNLABELLED_NOTE = ("{dataset} has no labels: fcd, precision, recall, density, coverage and the class histogram are "
+                   "measured with a classifier of its classes (a folder needs one subfolder per class)")
+
+
 def classifier(dataset, cache_dir, epochs=6, seed=0):
     """(model returning [features, logits], its test accuracy), trained once per
     dataset and cached; always float32, whatever the global dtype policy, so
     that every figure is measured with the same features. Training it reseeds
     the global RNGs (train.run builds it before seeding its own run)."""
+    if dataset.num_classes < 2:
+        raise EvaluationError(UNLABELLED_NOTE.format(dataset=dataset.name))
     shape = "x".join(map(str, dataset.image_shape))
-    path = os.path.join(cache_dir, f"classifier-{dataset.name}-{shape}.keras")
+    path = os.path.join(cache_dir, f"classifier-{dataset.key}-{shape}.keras")
     if os.path.exists(path) and os.path.exists(path + ".json"):
         with open(path + ".json") as fh:
             return keras.models.load_model(path), json.load(fh)["test_accuracy"]
@@ -117,8 +124,13 @@ def _train_classifier(dataset, path, epochs, seed):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    train.fit(dataset.train_images, dataset.train_labels, batch_size=64, epochs=epochs, verbose=0)
-    accuracy = float(train.evaluate(dataset.test_images, dataset.test_labels, verbose=0)[1])
+    if isinstance(dataset.train_images, np.ndarray):
+        train.fit(dataset.train_images, dataset.train_labels, batch_size=64, epochs=epochs, verbose=0)
+    else:  # data.Images: streamed from its uint8 file, never all floats at once
+        steps = len(dataset.train_images) // 64
+        train.fit(data.training_pipeline(dataset.train_images, dataset.train_labels, 64, seed, 0, epochs * steps),
+                  epochs=epochs, steps_per_epoch=steps, verbose=0)
+    accuracy = float(train.evaluate(dataset.test_images[:], dataset.test_labels, verbose=0)[1])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with workdirs.atomic_path(path, ".keras") as tmp:
         model.save(tmp)
@@ -128,11 +140,11 @@ def _train_classifier(dataset, path, epochs, seed):
 
 def pixel_probe_accuracy(dataset, cache_dir):
     """metrics.linear_probe_accuracy on the flattened raw pixels of the train
-    and test splits: the baseline of the codes' probe. Computed once per
-    dataset and cached beside its classifier."""
+    and test splits (at most PROBE_ROWS of each): the baseline of the codes'
+    probe. Computed once per dataset and cached beside its classifier."""
     shape = "x".join(map(str, dataset.image_shape))
-    path = os.path.join(cache_dir, f"pixel-probe-{dataset.name}-{shape}.json")
-    sizes = {"train": len(dataset.train_images), "test": len(dataset.test_images)}
+    path = os.path.join(cache_dir, f"pixel-probe-{dataset.key}-{shape}.json")
+    sizes = {"train": min(len(dataset.train_images), PROBE_ROWS), "test": min(len(dataset.test_images), PROBE_ROWS)}
     try:
         with open(path) as fh:
             cached = json.load(fh)
@@ -141,8 +153,8 @@ def pixel_probe_accuracy(dataset, cache_dir):
     except (OSError, ValueError, KeyError, TypeError):
         pass
     accuracy = metrics.linear_probe_accuracy(
-        dataset.train_images.reshape(sizes["train"], -1), dataset.train_labels,
-        dataset.test_images.reshape(sizes["test"], -1), dataset.test_labels,
+        dataset.train_images[: sizes["train"]].reshape(sizes["train"], -1), dataset.train_labels[: sizes["train"]],
+        dataset.test_images[: sizes["test"]].reshape(sizes["test"], -1), dataset.test_labels[: sizes["test"]],
     )
     os.makedirs(cache_dir, exist_ok=True)
     workdirs.write_json(path, {"accuracy": accuracy, "sizes": sizes})
@@ -174,10 +186,28 @@ def frechet_reference(clf, dataset, real_features, seed=0):
 
 def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, iwae_k=IWAE_K, iwae_images=None):
     """The figures of the module docstring, as a dict; `sampler` picks the
-    latent sampler of models with an encoder (default: the model's)."""
+    latent sampler of models with an encoder (default: the model's). Data
+    without labels gets, instead of the classifier's figures, a `note` saying
+    why, and the figures that need no classifier."""
     if sampler and not model.can("fitted_sampler"):
         raise EvaluationError(f"--sampler is for models with fitted samplers ({', '.join(zoo.names('fitted_sampler'))}), "
                               f"not {model.name}")
+    out = {"dataset": dataset.name}
+    if dataset.num_classes >= 2:
+        out.update(sample_figures(model, dataset, cache_dir, num_samples, seed, sampler))
+    else:
+        out["note"] = UNLABELLED_NOTE.format(dataset=dataset.name)
+    if model.can("encoder"):
+        out.update(_encoder_figures(model, dataset, cache_dir))
+    if model.can("likelihood"):
+        out.update(likelihood_figures(model, dataset, seed, iwae_k, iwae_images))
+    return out
+
+
+def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):
+    """The figures of generated images in the evaluation classifier's feature
+    space: FCD (and its floor), precision, recall, density, coverage, the
+    class histogram and, for conditional models, conditional_accuracy."""
     clf, clf_accuracy = classifier(dataset, cache_dir)
     n = min(num_samples, len(dataset.test_images))
     real = dataset.test_images[:n]
@@ -194,7 +224,6 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, i
     fcd = metrics.frechet_feature_distance(real_f, fake_f)
     fcd_reference = frechet_reference(clf, dataset, real_f, seed)
     out = {
-        "dataset": dataset.name,
         "num_samples": n,
         "classifier_test_accuracy": round(clf_accuracy, 4),
         "fcd": fcd,
@@ -209,10 +238,6 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, i
     }
     if labels is not None:
         out["conditional_accuracy"] = float((predicted == labels).mean())
-    if model.can("encoder"):
-        out.update(_encoder_figures(model, dataset, cache_dir))
-    if model.can("likelihood"):
-        out.update(likelihood_figures(model, dataset, seed, iwae_k, iwae_images))
     return out
 
 
@@ -240,7 +265,7 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K, iwae_images=None):
     names = bound_names(model)
     n = len(dataset.test_images) if iwae_images is None else min(iwae_images, len(dataset.test_images))
     # evaluation_images binarises the whole split with one seed, so a subset's images are the full split's
-    scored = model.evaluation_images(dataset.test_images).numpy()
+    scored = model.evaluation_images(dataset.test_images[:]).numpy()
     images = scored[:n]
     labels = dataset.test_labels[:n]
     rec, kl = _batched(lambda a, b: model.elbo_terms(a, b, seed=tf.constant([seed, 0])), images, labels)
@@ -262,17 +287,22 @@ def likelihood_figures(model, dataset, seed=0, iwae_k=IWAE_K, iwae_images=None):
 
 
 def _encoder_figures(model, dataset, cache_dir):
+    """The codes' figures; the linear probes only where there are labels."""
     train_codes = model.encode_all(dataset.train_images, dataset.train_labels)
     test_codes = model.encode_all(dataset.test_images, dataset.test_labels)
-    recon = _batched(lambda a, b: model.reconstruct(a, labels=b), dataset.test_images, dataset.test_labels)
-    return {
-        "linear_probe_accuracy": metrics.linear_probe_accuracy(
-            train_codes, dataset.train_labels, test_codes, dataset.test_labels
-        ),
-        "linear_probe_pixels": pixel_probe_accuracy(dataset, cache_dir),
-        "reconstruction_mse": float(((recon - dataset.test_images) ** 2).mean()),
-        **metrics.code_statistics(train_codes),
-    }
+    # per image, so that no float copy of the whole split is held
+    squared = _batched(lambda a, b: tf.reduce_mean((model.reconstruct(a, labels=b) - a) ** 2, axis=[1, 2, 3]),
+                       dataset.test_images, dataset.test_labels)
+    out = {"reconstruction_mse": float(squared.mean()), **metrics.code_statistics(train_codes)}
+    if dataset.num_classes >= 2:
+        out = {
+            "linear_probe_accuracy": metrics.linear_probe_accuracy(
+                train_codes, dataset.train_labels, test_codes, dataset.test_labels
+            ),
+            "linear_probe_pixels": pixel_probe_accuracy(dataset, cache_dir),
+            **out,
+        }
+    return out
 
 
 class QualityClock(keras.callbacks.Callback):
@@ -330,7 +360,7 @@ def load_run(workdir):
     """(model, config, dataset) of a train.run workdir (train.workdir.load_trained)."""
     try:
         model, config = workdirs.load_trained(workdir)
-        dataset = data.load(config["dataset"], config.get("image_size"))
+        dataset = data.load_config(config)
     except (workdirs.WorkdirError, data.DatasetError) as e:
         raise EvaluationError(str(e)) from None
     except KeyError as e:

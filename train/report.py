@@ -163,7 +163,7 @@ def summarise(entry, workdir, cache_dir=evaluate.CACHE_DIR):
     batch = config["training"]["batch_size"]
     from train import data
 
-    per_epoch = len(data.load(config["dataset"], config.get("image_size")).train_images) // batch * batch
+    per_epoch = len(data.load_config(config).train_images) // batch * batch
     minutes = history[-1]["minutes"]
     return {
         "entry": entry,

@@ -51,8 +51,16 @@ def define_flags():
     flag per model option; an option that several models have lists which
     models take it (and their choices)."""
     flags.DEFINE_string("model", "vae", f"model to train: {', '.join(zoo.names())}")
-    flags.DEFINE_string("dataset", "mnist5k", f"{', '.join(data.OFFLINE)} (offline) or a tfds image dataset")
-    flags.DEFINE_integer("image_size", None, "resize images to this square size")
+    flags.DEFINE_string("dataset", "mnist5k", f"{', '.join(data.OFFLINE)} (offline), {data.FOLDER}PATH (the images "
+                        f"under PATH, labelled by subfolder when there are two or more) or a tfds image dataset")
+    flags.DEFINE_integer("image_size", None, "resize (and centre-crop) images to this square size (default: the "
+                         f"dataset's; {data.FOLDER}PATH and celeb_a: {data.FOLDER_IMAGE_SIZE})")
+    flags.DEFINE_integer("channels", None, "1 (grey) or 3 (colour) (default: the dataset's; a folder's is 3 unless "
+                         "every image is grey)")
+    flags.DEFINE_float("test_fraction", data.TEST_FRACTION, f"{data.FOLDER}PATH: the share of images held out for "
+                       "evaluation (chosen by a hash of each file's path, so adding files moves no other)")
+    flags.DEFINE_string("data_cache_dir", None, f"where folders and tfds sets are cached as uint8 (default: "
+                        f"{data.CACHE_DIR})")
     flags.DEFINE_integer("epochs", None, "epochs to train in all (default: the model's)")
     flags.DEFINE_integer("batch_size", None, "global batch size (default: the model's)")
     flags.DEFINE_float("learning_rate", None, "learning rate (default: the model's)")
@@ -119,15 +127,18 @@ def resolve(flag_values=None):
         raise RunError(
             f"--{wrong[0]} is not an option of model {f.model}; its options: --{', --'.join(sorted(valid))}"
         )
-    workdir = f.workdir or os.path.join("runs", f"{f.model}-{f.dataset}")
+    workdir = f.workdir or os.path.join("runs", f"{f.model}-{data.short_name(f.dataset)}")
     model_options = {**dataclasses.asdict(cls.Config()), **given}
     defaults = cls.training_defaults_for(model_options)
     training = {k: f[k].value if f[k].value is not None else defaults[k] for k in TRAINING}
     check_training(training)
     config = {
         "model": f.model,
-        "dataset": f.dataset,
+        "dataset": data.canonical(f.dataset),
         "image_size": f.image_size,
+        "channels": f.channels,
+        "test_fraction": f.test_fraction,
+        "data_cache_dir": f.data_cache_dir,
         "seed": f.seed,
         "model_options": model_options,
         "training": training,
@@ -175,7 +186,7 @@ def _merge_saved(path, config, f):
         return config  # nothing trained yet: the new options replace the old ones
     saved["model_options"] = zoo.get(saved["model"]).saved_options(saved.get("model_options", {}))
     saved["training"].setdefault("lr_decay", "none")  # runs saved before --lr_decay trained without
-    explicit = {"dataset": f["dataset"].present, "image_size": f["image_size"].present, "seed": f["seed"].present}
+    explicit = {key: f[key].present for key in ("dataset", "image_size", "channels", "test_fraction", "seed")}
     for key, present in explicit.items():
         if present and saved.get(key) != config[key]:
             raise RunError(_mismatch(path, key, saved.get(key), config[key]))
@@ -187,6 +198,8 @@ def _merge_saved(path, config, f):
             raise RunError(_mismatch(path, key, saved["training"].get(key), config["training"][key]))
     if f["epochs"].present:
         saved["training"]["epochs"] = config["training"]["epochs"]
+    if f["data_cache_dir"].present:  # a cache may move: it is rebuilt where it is missing
+        saved["data_cache_dir"] = config["data_cache_dir"]
     return saved
 
 
@@ -245,9 +258,12 @@ def train(
         raise RunError("--max_minutes cannot be used with --strategy=multi_worker (workers would "
                        "disagree on when to stop); use --epochs")
     try:
-        dataset = data.load(config["dataset"], config["image_size"])
+        dataset = data.load_config(config)
     except data.DatasetError as e:
         raise RunError(str(e)) from None
+    if track_fcd and not dataset.num_classes:
+        raise RunError(f"--track_fcd measures the FCD with a classifier of the labels, and {config['dataset']} "
+                       f"has none (a folder needs one subfolder per class); leave --track_fcd out")
     batch_size = config["training"]["batch_size"]
     if not 1 <= batch_size <= len(dataset.train_images):
         raise RunError(f"--batch_size={batch_size} must be between 1 and the {len(dataset.train_images)} "
@@ -277,6 +293,7 @@ def train(
         "training": {"lr_decay": "none", **config["training"]},  # configs written before --lr_decay
         "image_shape": list(dataset.image_shape),
         "num_classes": dataset.num_classes,
+        "class_names": dataset.class_names,  # the name of label i
         "dtype_policy": policy,
     }
     run = Run(workdir, out_dir, writer, strategy, dataset, config, steps_per_epoch, export_base,
