@@ -40,7 +40,8 @@ def export_workdir(workdir, export_base, version=None, serving_precision="float3
         model, config = load_trained(workdir)
     except WorkdirError as e:
         raise ExportError(str(e)) from None
-    return export(model, export_base, config["model"], version=version, serving_precision=serving_precision)
+    return export(model, export_base, config["model"], version=version, serving_precision=serving_precision,
+                  class_names=config.get("class_names"))
 
 
 def main(argv):

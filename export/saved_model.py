@@ -20,7 +20,6 @@ import signal
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import keras
 import numpy as np
@@ -30,6 +29,7 @@ from train.workdir import Lock, write_failure
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.txt")  # line i names label i
 
 
 class ExportError(RuntimeError):
@@ -99,18 +99,24 @@ def in_precision(model, serving_precision="float32"):
     if all(layer.compute_dtype == compute for layer in model._flatten_layers()):
         return model
     config = {**model.get_config(), "dtype": policy}
-    with tempfile.TemporaryDirectory() as tmp, _global_policy(policy):
-        weights = os.path.join(tmp, "model.weights.h5")
-        model.save_weights(weights)
+    with _global_policy(policy):
         copy = type(model).from_config(config)
-        copy.load_weights(weights)
+    # in memory, not through a weights file: a full disk fails the export's own write, with its message
+    copy.set_weights(model.get_weights())
     return copy
 
 
-def export(model, export_base, name, version=None, verify=True, serving_precision="float32"):
+def export(model, export_base, name, version=None, verify=True, serving_precision="float32", class_names=None):
     """Writes `model`'s serving_signatures() (computing in `serving_precision`,
     see in_precision) as <export_base>/<name>/<version> (default: the next
-    integer) and returns that path."""
+    integer) and returns that path. `class_names` (the name of label i, for
+    data labelled by name) go in assets.extra/class_names.txt, one per line,
+    so a client can read a conditional model's `labels` as names."""
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a model of {model.num_classes} classes; "
+                          f"pass one name per label")
+    if class_names is not None and any("\n" in str(c) for c in class_names):
+        raise ExportError("a class name holds a line break; class_names.txt has one name per line")
     model_dir = os.path.join(export_base, name)
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise ExportError(f"--export_base={export_base} is a file, not a directory; pass a directory")
@@ -141,6 +147,8 @@ def export(model, export_base, name, version=None, verify=True, serving_precisio
             try:
                 archive.write_out(tmp, verbose=False)
                 write_warmup(tmp, name, signatures, model.num_classes)
+                if class_names is not None:
+                    write_class_names(tmp, class_names)
             except (OSError, tf.errors.OpError) as e:  # disk full, a size limit, read-only
                 raise ExportError(f"cannot write the SavedModel under {model_dir} ({write_failure(e)}); free disk space "
                                   f"or fix permissions, then rerun the export (nothing was published)") from None
@@ -178,6 +186,23 @@ def write_warmup(path, name, signatures, num_classes):
                 request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
+
+
+def write_class_names(path, class_names):
+    """assets.extra/class_names.txt: line i is the name of label i."""
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    with open(os.path.join(path, CLASS_NAMES_FILE), "w", encoding="utf-8") as fh:
+        fh.write("".join(f"{c}\n" for c in class_names))
+
+
+def read_class_names(path):
+    """The class names of the SavedModel at `path` (label i's is element i),
+    or None when it was trained on data without named classes."""
+    try:
+        with open(os.path.join(path, CLASS_NAMES_FILE), encoding="utf-8") as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        return None
 
 
 def _die_with_parent():

@@ -255,7 +255,9 @@ def test_mixed_bfloat16(case):
         averaged = outputs(model)
         assert all(v.dtype == tf.float32 for v in averaged.values())
         assert_outputs_equal(averaged, outputs(twin(model, case, averaged=True)))
-        assert_outputs_equal(outputs(model, tf.function), averaged)
+        # traced, against the twin traced too: on a CPU with bfloat16 units the graph's fused bf16 kernels round
+        # otherwise than the eager ops (by ~1e-3), so a traced call is compared with a traced call
+        assert_outputs_equal(outputs(model, tf.function), outputs(twin(model, case, averaged=True), tf.function))
 
 
 # ---------------------------------------------------------------------------

@@ -38,3 +38,17 @@ def test_a_32x32_colour_model_exports_colour_signatures(tmp_path):
     generate = tf.saved_model.load(path).signatures["generate"]
     assert generate.structured_outputs["images"].shape.as_list() == [None, 32, 32, 3]
     assert generate(z=tf.zeros([2, 2]))["images"].shape == (2, 32, 32, 3)
+
+
+def test_class_names_travel_with_the_saved_model(tmp_path):
+    model = zoo.build("cvae", image_shape=(8, 8, 1), num_classes=2, latent_dim=2, net="mlp")
+    names = ["sevens", "threes"]
+    path = saved_model.export(model, str(tmp_path), "cvae", verify=False, class_names=names)
+    assert saved_model.read_class_names(path) == names  # line i names label i
+    with open(os.path.join(path, "assets.extra", "class_names.txt")) as fh:
+        assert fh.read() == "sevens\nthrees\n"
+    plain = saved_model.export(tiny(), str(tmp_path), "vae", verify=False)
+    assert saved_model.read_class_names(plain) is None
+    with pytest.raises(saved_model.ExportError, match="3 class names for a model of 2 classes"):
+        saved_model.export(model, str(tmp_path), "cvae", verify=False, class_names=names + ["x"])
+    assert saved_model.versions(str(tmp_path / "cvae")) == [1]  # the refused export left nothing

@@ -67,3 +67,18 @@ def test_code_statistics_of_standard_normal_codes():
     stats = metrics.code_statistics(np.random.RandomState(0).randn(20000, 4))
     assert stats["code_mean_abs_max"] < 0.05 and abs(stats["code_var_mean"] - 1) < 0.05
     assert stats["code_cov_offdiag_abs_mean"] < 0.05
+
+
+def test_kernel_distance_is_the_unbiased_polynomial_mmd():
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(6, 3), rng.randn(5, 3) + 1.0
+    k = lambda a, b: (a @ b.T / 3 + 1.0) ** 3  # noqa: E731
+    m = 5  # one draw of 5 rows of each, as kernel_distance draws them with seed 7
+    draw = np.random.RandomState(7)
+    xi, yi = x[draw.choice(6, m, replace=False)], y[draw.choice(5, m, replace=False)]
+    kxx, kyy, kxy = k(xi, xi), k(yi, yi), k(xi, yi)
+    expected = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+    assert metrics.kernel_distance(x, y, subsets=1, subset_size=5, seed=7) == pytest.approx(expected, rel=1e-12)
+    same, other = rng.randn(400, 4), rng.randn(400, 4)
+    assert abs(metrics.kernel_distance(same, other, subset_size=400)) < 0.05  # one law: ~0
+    assert metrics.kernel_distance(same, other + 1.0, subset_size=400) > 0.5  # shifted: clearly positive

@@ -95,6 +95,24 @@ def test_float16_trains_every_model_with_loss_scaling(name, float16):
     assert all(v.dtype == "float32" for v in model.trainable_variables)  # float32 variables, float16 compute
 
 
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_model_is_called_and_predicts_under_mixed_bfloat16(name):
+    """Keras casts a call's float inputs to the bf16 compute dtype; the models
+    read them as float32 wherever they need to, and answer float32 images."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny(name)
+        images, labels = batch()
+        z = np.random.default_rng(0).standard_normal((5, model.latent_dim)).astype(np.float32)
+        x = z if isinstance(model, zoo.GAN) else images[:5]  # the GANs' call generates, the others' reconstructs
+        inputs = (x, labels[:5]) if model.conditional else x
+        out = model(inputs)
+        assert out.dtype == tf.float32 and out.shape == (5, 8, 8, 1)
+        np.testing.assert_allclose(model.predict(inputs, verbose=0), out, atol=1e-2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_an_overflowing_step_is_skipped_and_its_losses_stay_finite(float16):
     """A loss scale so large that the float16 gradients overflow: the optimizer
     skips the step (no weight moves) and halves the scale, as Keras's
@@ -171,3 +189,16 @@ def test_every_train_step_compiles_with_xla_and_makes_the_plain_update(name):
     assert cosine > 0.85 and 0.9 < np.linalg.norm(jit) / np.linalg.norm(plain) < 1.1, (cosine, name)
     for key, value in plain_logs.items():
         assert jit_logs[key] == pytest.approx(value, rel=0.01, abs=1e-3), key
+
+
+def test_an_in_process_run_leaves_the_global_dtype_policy_as_it_was(tmp_path):
+    from train import run
+
+    config = {"model": "ae", "dataset": "digits", "image_size": None, "seed": 0,
+              "model_options": {"net": "mlp", "latent_dim": 2},
+              "training": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}}
+    assert keras.config.dtype_policy().name == "float32"
+    model = run.train(str(tmp_path / "w"), config, steps_per_epoch=1, mixed_precision="bf16", verbose=0,
+                      jit_compile="off")
+    assert model.dtype_policy.name == "mixed_bfloat16"  # trained in bf16 ...
+    assert keras.config.dtype_policy().name == "float32"  # ... and the script's next model is float32 again

@@ -11,6 +11,10 @@ domain classifier is the standard substitute), cached per dataset:
   precision, recall (k-NN manifolds, k = 3), density and coverage (k = 5),
   class_histogram and its entropy,
   conditional_accuracy for conditional models.
+Data without labels (an unlabelled folder, CelebA) has no such classifier: it
+gets a `note` saying so and, when Keras can load InceptionV3's ImageNet
+weights, fid, kid and their floors fid_reference and kid_reference in
+Inception's features (else `inception_note`, saying how to get the weights).
 Models with an encoder add linear_probe_accuracy (a logistic regression on the
 codes of the train split, scored on the test split), beside it
 linear_probe_pixels (the same probe on the raw pixels of the same split: what
@@ -197,6 +201,7 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, i
         out.update(sample_figures(model, dataset, cache_dir, num_samples, seed, sampler))
     else:
         out["note"] = UNLABELLED_NOTE.format(dataset=dataset.name)
+        out.update(inception_figures(model, dataset, num_samples, seed, sampler))
     if model.can("encoder"):
         out.update(_encoder_figures(model, dataset, cache_dir))
     if model.can("likelihood"):
@@ -239,6 +244,52 @@ def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=N
     if labels is not None:
         out["conditional_accuracy"] = float((predicted == labels).mean())
     return out
+
+
+INCEPTION_NOTE = ("fid and kid need InceptionV3's ImageNet weights, which Keras could not load ({error}); on a "
+                  "machine without internet, copy {file} into ~/.keras/models/ and evaluate again")
+INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def inception_features():
+    """images in [0, 1] [n, H, W, 1 or 3] -> InceptionV3's 2048 pooled features
+    (its ImageNet weights, from Keras's cache or downloaded); raises what Keras
+    raises when it cannot load them."""
+    net = keras.applications.InceptionV3(include_top=False, pooling="avg", weights="imagenet",
+                                         input_shape=(299, 299, 3))
+
+    def features(images):
+        x = tf.image.resize(tf.convert_to_tensor(images, tf.float32), (299, 299))
+        if x.shape[-1] == 1:
+            x = tf.tile(x, [1, 1, 1, 3])
+        return net(x * 2.0 - 1.0, training=False)  # Inception's preprocessing: [-1, 1]
+
+    return features
+
+
+def inception_figures(model, dataset, num_samples=500, seed=0, sampler=None, features=None):
+    """For data without labels, the standard figures in InceptionV3's features
+    (Heusel et al. 2017; Binkowski et al. 2018): fid and kid between the test
+    images and as many generated ones, and their floor fid_reference (the test
+    images against as many train images). Without the weights: `inception_note`
+    saying how to get them. `features`: images -> features (default
+    inception_features())."""
+    if features is None:
+        try:
+            features = inception_features()
+        except Exception as e:  # Keras raises a bare Exception when the download fails
+            return {"inception_note": INCEPTION_NOTE.format(error=str(e).splitlines()[0][:200], file=INCEPTION_FILE)}
+    n = min(num_samples, len(dataset.test_images))
+    z = np.random.RandomState(seed).randn(n, model.latent_dim).astype(np.float32)
+    labels = dataset.test_labels[:n] if model.conditional else None
+    real_f = _batched(features, dataset.test_images[:n], batch=50)
+    fake_f = _batched(features, generated(model, z, labels, sampler), batch=50)
+    pick = np.sort(np.random.RandomState(seed + 1).choice(len(dataset.train_images), n, replace=False))
+    ref_f = _batched(features, dataset.train_images[pick], batch=50)
+    fid, fid_reference = metrics.frechet_feature_distance(real_f, fake_f), metrics.frechet_feature_distance(real_f, ref_f)
+    return {"num_samples": n, "fid": fid, "fid_reference": fid_reference, "fid_ratio": fid / fid_reference,
+            "kid": metrics.kernel_distance(real_f, fake_f, subset_size=min(n, 1000), seed=seed),
+            "kid_reference": metrics.kernel_distance(real_f, ref_f, subset_size=min(n, 1000), seed=seed)}
 
 
 def bound_names(model):

@@ -232,6 +232,23 @@ def build_model(config, image_shape, num_classes):
     )
 
 
+def restores_dtype_policy(fn):
+    """`fn`, leaving Keras's global dtype policy as it found it: a run sets the
+    policy it trains in, and a script that trains in-process builds its next
+    models in its own."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        before = keras.config.dtype_policy()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            keras.config.set_dtype_policy(before)
+
+    return wrapped
+
+
+@restores_dtype_policy
 def train(
     workdir,
     config,
@@ -538,7 +555,7 @@ def _finish(run, model, epochs_done, grid):
         from export.saved_model import ExportError, export
 
         try:
-            path = export(model, run.export_base, run.config["model"])
+            path = export(model, run.export_base, run.config["model"], class_names=run.config.get("class_names"))
         except ExportError as e:
             raise RunError(f"trained and saved {keras_path}, but {e}; export it with export.run") from None
         print(f"exported {path}")

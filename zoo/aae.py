@@ -138,7 +138,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         """Maps standard-normal eps [B, J] to a prior sample: eps itself for the
         normal prior; mu_k + gmm_std * eps for the gmm, k = components[i] (row i
         uses component i mod K when components is None)."""
-        eps = tf.convert_to_tensor(eps, tf.float32)
+        eps = tf.cast(eps, tf.float32)
         if self.config.prior == "normal":
             return eps
         if components is None:
@@ -184,13 +184,13 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
     # -- what the model can do -------------------------------------------------
     def _codes(self, images, training=False, averaged=False):
         """Q(x); averaged: with Q's moving average (zoo.ema), for inference."""
-        x = tf.convert_to_tensor(images, tf.float32)
+        x = tf.cast(images, tf.float32)
         codes = self.averaged_call("encoder", x, training=training) if averaged else self.encoder(x, training=training)
         return tf.cast(codes, tf.float32)
 
     def _decoder_logits(self, z, training=False, averaged=False):
         """P(z)'s logits; averaged: with P's moving average (zoo.ema), for inference."""
-        z = tf.convert_to_tensor(z, tf.float32)
+        z = tf.cast(z, tf.float32)
         logits = self.averaged_call("decoder", z, training=training) if averaged else self.decoder(z, training=training)
         return tf.cast(logits, tf.float32)
 
@@ -216,7 +216,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
 
     def discriminate(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """D's probability [B] that z is a prior sample (not a code)."""
-        z = tf.convert_to_tensor(z, tf.float32)
+        z = tf.cast(z, tf.float32)
         return tf.reshape(tf.sigmoid(self.latent_discriminator(self._discriminator_inputs(z, labels))), [-1])
 
     # -- losses ---------------------------------------------------------------

@@ -157,7 +157,7 @@ def replica_seed(seed):
 
 def to_tanh(images):
     """[0, 1] images (the zoo's range) -> [-1, 1] (what tanh generators emit)."""
-    return 2.0 * tf.convert_to_tensor(images, tf.float32) - 1.0
+    return 2.0 * tf.cast(images, tf.float32) - 1.0
 
 
 def from_tanh(x):
@@ -396,7 +396,7 @@ class ZooModel(keras.Model):
         """Standard-normal generator input: `n` rows drawn now, or `z` as given."""
         if isinstance(n_or_z, int):
             return keras.random.normal((n_or_z, self.latent_dim), seed=seed)
-        return tf.convert_to_tensor(n_or_z, tf.float32)
+        return tf.cast(n_or_z, tf.float32)
 
     @staticmethod
     def as_labels(labels, n):

@@ -111,7 +111,7 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
 
     def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """Images G(z) in [0, 1]."""
-        return base.from_tanh(self.averaged_call("generator", tf.convert_to_tensor(z, tf.float32)))
+        return base.from_tanh(self.averaged_call("generator", tf.cast(z, tf.float32)))
 
     def reconstruct(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """G(E(x)) in [0, 1]: the image BiGAN's inverse mapping leads back to."""
@@ -120,7 +120,7 @@ class BiGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMo
 
     def discriminate(self, images: base.TensorLike, z: base.TensorLike) -> tf.Tensor:
         """D's probability [B] that (images, z) is a data pair (x, E(x))."""
-        logits = self.discriminator([base.to_tanh(images), tf.convert_to_tensor(z, tf.float32)])
+        logits = self.discriminator([base.to_tanh(images), tf.cast(z, tf.float32)])
         return tf.reshape(tf.sigmoid(logits), [-1])
 
     # -- losses -------------------------------------------------------------------

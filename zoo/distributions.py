@@ -277,7 +277,7 @@ def quantize(images):
     likelihood scores (mnist is already k / 255; resized images and the 8x8
     digits, k / 16, are not)."""
     top = LEVELS - 1
-    return tf.round(tf.clip_by_value(tf.convert_to_tensor(images, tf.float32), 0.0, 1.0) * top) / top
+    return tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 1.0) * top) / top
 
 
 def bits_per_dimension(log_likelihood, dimensions):
@@ -311,7 +311,7 @@ def binarize(images, seed):
     pixel x in [0, 1] becomes 1 with probability x, else 0, a fresh draw per
     `seed`. This replica's rows of one draw for the global batch (as the noise is),
     so N replicas binarise as one device does."""
-    images = tf.convert_to_tensor(images, tf.float32)
+    images = tf.cast(images, tf.float32)
     shape = tf.shape(images)[1:]
     u = base.replica_slice(
         lambda n: tf.random.stateless_uniform(tf.concat([[n], shape], 0), seed), tf.shape(images)[0]

@@ -283,7 +283,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
 
     def discriminate(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """D(x) = sigmoid(logit) [B] for images in [0, 1] (CGAN: D(x | y))."""
-        images = tf.convert_to_tensor(images, tf.float32)
+        images = tf.cast(images, tf.float32)
         cond = self.condition(labels)
         return tf.sigmoid(self._d_logits(base.to_tanh(images), cond, training=False))
 
@@ -291,9 +291,9 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         """z -> generated images in [0, 1]; the CGAN takes (z, labels)."""
         if self.conditional:
             z, labels = inputs
-            return self.generate(tf.convert_to_tensor(z, tf.float32), labels)
+            return self.generate(tf.cast(z, tf.float32), labels)
         z = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
-        return self.generate(tf.convert_to_tensor(z, tf.float32))
+        return self.generate(tf.cast(z, tf.float32))
 
     # -- the game ----------------------------------------------------------------
     def adversarial_losses(self, images, labels=None, z=None, seed=None, training=False):

@@ -167,7 +167,7 @@ def r1_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: TensorLike, weigh
     regulariser of Mescheder et al. 2018 ("Which Training Methods for GANs do
     actually Converge?"), gamma = weight. `critic` maps a batch of inputs to
     logits; the penalty is differentiable in the critic's weights."""
-    real = tf.convert_to_tensor(real, tf.float32)
+    real = tf.cast(real, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(real)
         logits = critic(real)

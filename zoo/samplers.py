@@ -83,10 +83,10 @@ def mixture_transform(eps, weights, means, scale_trils, groups=None):
 
     With `groups` [B] (ints in [0, C)), one mixture per group: weights [C, K],
     means [C, K, J], scale_trils [C, K, J, J], and row b samples mixture groups[b]."""
-    eps = tf.convert_to_tensor(eps, tf.float32)
+    eps = tf.cast(eps, tf.float32)
     weights = tf.cast(tf.convert_to_tensor(weights), tf.float64)
-    means = tf.convert_to_tensor(means, tf.float32)
-    scale_trils = tf.convert_to_tensor(scale_trils, tf.float32)
+    means = tf.cast(means, tf.float32)
+    scale_trils = tf.cast(scale_trils, tf.float32)
     if groups is not None:
         # Row b's mixture; its components then indexed in the flattened [C * K] axis.
         groups = tf.cast(groups, tf.int32)
@@ -285,7 +285,7 @@ class CodeSampler:
         explicitly must be fitted."""
         if sampler is not None and sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
-        eps = tf.convert_to_tensor(eps, tf.float32)
+        eps = tf.cast(eps, tf.float32)
         if sampler is None and self.config.sampler != "prior":
             return tf.cond(
                 tf.convert_to_tensor(self.sampler_fitted) > 0,

@@ -236,7 +236,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
 
     # -- the probabilistic model ---------------------------------------------
     def _with_labels(self, inputs, labels):
-        inputs = tf.convert_to_tensor(inputs, tf.float32)
+        inputs = tf.cast(inputs, tf.float32)
         if not self.conditional:
             return inputs
         return [inputs, self.one_hot(self.require_labels(labels))]
@@ -363,7 +363,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
     def iwae_bound(self, images, labels=None, k=64, seed=None):
         """log p(x) estimated by importance sampling with K draws from q(z|x)
         (distributions.importance_weighted_bound), per example in nats; K = 1 is the ELBO."""
-        images = tf.convert_to_tensor(images, tf.float32)
+        images = tf.cast(images, tf.float32)
         q = self.posterior(images, labels, averaged=True)
 
         def log_joint(z):  # z [K, B, J] -> log p(x|z) + log p(z) [K, B]
@@ -418,7 +418,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         the images at their nearest level k / 255 (distributions.quantize: the
         log_prob reads a pixel so anyway, and this says which images were
         scored); otherwise the images."""
-        images = tf.convert_to_tensor(images, tf.float32)
+        images = tf.cast(images, tf.float32)
         if self.config.binarize == "dynamic":
             return distributions.binarize(images, tf.constant(EVALUATION_BINARIZATION, tf.int64))
         if self.config.likelihood in distributions.DISCRETE_8BIT:
@@ -444,7 +444,7 @@ class VAE(ema.Averaging, samplers.CodeSampler, base.ZooModel):
         every step (distributions.binarize); otherwise the images themselves."""
         if self.config.binarize == "dynamic":
             return distributions.binarize(images, self._step_seed(stream=_BINARIZE))
-        return tf.convert_to_tensor(images, tf.float32)
+        return tf.cast(images, tf.float32)
 
     def objective_parts(self, images, labels, step):
         """(what the optimiser minimises, the tracked loss, -log p(x|z), KL) per
