@@ -346,9 +346,15 @@ def _file_stem(entry):
     return entry.replace("@", "_")
 
 
+def figure_dir(out):
+    """Where the report `out` keeps its plots and sample grids: beside it, named
+    as it is without .md (docs/zoo.md: docs/zoo/), so two reports never share one."""
+    return os.path.splitext(out)[0]
+
+
 def own_outputs(out, readme):
     """The files and folders a report writes: the report, its JSON and grids, README ('' for none)."""
-    outputs = [out, os.path.splitext(out)[0] + ".json", os.path.join(os.path.dirname(out), "zoo")]
+    outputs = [out, os.path.splitext(out)[0] + ".json", figure_dir(out)]
     return outputs + ([readme] if readme else [])
 
 
@@ -381,7 +387,8 @@ def machine():
 def write_report(rows, path, dataset=None):
     """Writes the report of `rows` to `path` (`dataset`: what the runs trained
     on, where no row records it; default mnist5k)."""
-    grid_dir = os.path.join(os.path.dirname(path), "zoo")
+    grid_dir = figure_dir(path)
+    grids = os.path.basename(grid_dir)
     ok = [r for r in rows if "error" not in r]
     known = [r for r in ok if "dataset" in r]
     lines = [
@@ -422,9 +429,9 @@ def write_report(rows, path, dataset=None):
             f"`{row_command(r)}` ({run_label(r)} run, commit {r.get('commit', 'unknown')}): {_epochs(r['epochs'])} "
             f"in {_train_minutes(r['minutes'])} of training.",
             "",
-            f"![{r['entry']}: FCD after each epoch](zoo/{stem}_fcd.png)",
+            f"![{r['entry']}: FCD after each epoch]({grids}/{stem}_fcd.png)",
             "",
-            f"![{r['entry']}: samples](zoo/{stem}.png)",
+            f"![{r['entry']}: samples]({grids}/{stem}.png)",
             "",
             f"FCD after each epoch: {', '.join(map(str, r.get('fcd_by_epoch', [])))}",
             "",
@@ -478,9 +485,9 @@ def main(argv):
             row = {**summarise(entry, workdir, FLAGS.cache_dir), "commit": measured_at,
                    "mode": "default" if minutes is None else "budget", "budget": minutes, "command": cmd}
             grids = sorted(os.listdir(os.path.join(workdir, "samples")))
-            os.makedirs(os.path.join(os.path.dirname(FLAGS.out), "zoo"), exist_ok=True)
+            os.makedirs(figure_dir(FLAGS.out), exist_ok=True)
             shutil.copy(os.path.join(workdir, "samples", grids[-1]),
-                        os.path.join(os.path.dirname(FLAGS.out), "zoo", _file_stem(entry) + ".png"))
+                        os.path.join(figure_dir(FLAGS.out), _file_stem(entry) + ".png"))
         except Exception as e:  # one failed model must not cost the others' hours
             row = {"entry": entry, "error": str(e).splitlines()[0][:300] if str(e) else type(e).__name__}
             print(f"{entry}: failed: {row['error']}", flush=True)
