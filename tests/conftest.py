@@ -171,3 +171,25 @@ def pytest_collection_modifyitems(config, items):
             functions += [d.func for defs in fixture_defs.name2fixturedefs.values() for d in defs]
         if any(_calls_slow(fn) for fn in functions):
             item.add_marker(pytest.mark.slow)
+
+
+CLASSES = ["3", "7"]
+PER_CLASS = 150
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    """mnist5k_rgb (test_own_images*.py)."""
+    from train import data
+
+    return data.load("mnist5k_rgb")
+
+
+@pytest.fixture(scope="module")
+def folder(rgb, tmp_path_factory):
+    """A folder of 32x32 RGB PNGs in two class subfolders, 3/ and 7/, written from mnist5k_rgb."""
+    from train import data
+
+    path = str(tmp_path_factory.mktemp("own") / "digits_rgb")
+    assert data.write_folder(rgb, path, classes=CLASSES, per_class=PER_CLASS) == 2 * PER_CLASS
+    return path
