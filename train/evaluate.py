@@ -180,11 +180,25 @@ def generated(model, z, labels=None, sampler=None):
     return _batched(lambda a: model.generate(a, **kwargs), z)
 
 
+def reference_images(dataset, n, seed=0):
+    """The n train images every model's floor is measured with (the same
+    subset whatever the model), in file order."""
+    pick = np.random.RandomState(seed + 1).choice(len(dataset.train_images), n, replace=False)
+    return dataset.train_images[np.sort(pick)]
+
+
+def generated_samples(model, dataset, n, seed=0, sampler=None):
+    """(n generated images, their labels or None): z ~ N(0, I) from `seed`,
+    conditional models asked for the first n test labels."""
+    z = np.random.RandomState(seed).randn(n, model.latent_dim).astype(np.float32)
+    labels = dataset.test_labels[:n] if model.conditional else None
+    return generated(model, z, labels, sampler), labels
+
+
 def frechet_reference(clf, dataset, real_features, seed=0):
     """The FCD between the test features and as many train images: the floor a
     perfect generator would reach (the same train subset whatever the model)."""
-    pick = np.random.RandomState(seed + 1).choice(len(dataset.train_images), len(real_features), replace=False)
-    ref_f = _batched(lambda a: clf(a, training=False)[0], dataset.train_images[pick])
+    ref_f = _batched(lambda a: clf(a, training=False)[0], reference_images(dataset, len(real_features), seed))
     return metrics.frechet_feature_distance(real_features, ref_f)
 
 
@@ -216,10 +230,7 @@ def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=N
     clf, clf_accuracy = classifier(dataset, cache_dir)
     n = min(num_samples, len(dataset.test_images))
     real = dataset.test_images[:n]
-    rng = np.random.RandomState(seed)
-    z = rng.randn(n, model.latent_dim).astype(np.float32)
-    labels = dataset.test_labels[:n] if model.conditional else None
-    fake = generated(model, z, labels, sampler)
+    fake, labels = generated_samples(model, dataset, n, seed, sampler)
     real_f, _ = _batched(lambda a: clf(a, training=False), real)
     fake_f, fake_logits = _batched(lambda a: clf(a, training=False), fake)
     predicted = fake_logits.argmax(1)
@@ -280,12 +291,9 @@ def inception_figures(model, dataset, num_samples=500, seed=0, sampler=None, fea
         except Exception as e:  # Keras raises a bare Exception when the download fails
             return {"inception_note": INCEPTION_NOTE.format(error=str(e).splitlines()[0][:200], file=INCEPTION_FILE)}
     n = min(num_samples, len(dataset.test_images))
-    z = np.random.RandomState(seed).randn(n, model.latent_dim).astype(np.float32)
-    labels = dataset.test_labels[:n] if model.conditional else None
     real_f = _batched(features, dataset.test_images[:n], batch=50)
-    fake_f = _batched(features, generated(model, z, labels, sampler), batch=50)
-    pick = np.sort(np.random.RandomState(seed + 1).choice(len(dataset.train_images), n, replace=False))
-    ref_f = _batched(features, dataset.train_images[pick], batch=50)
+    fake_f = _batched(features, generated_samples(model, dataset, n, seed, sampler)[0], batch=50)
+    ref_f = _batched(features, reference_images(dataset, n, seed), batch=50)
     fid, fid_reference = metrics.frechet_feature_distance(real_f, fake_f), metrics.frechet_feature_distance(real_f, ref_f)
     return {"num_samples": n, "fid": fid, "fid_reference": fid_reference, "fid_ratio": fid / fid_reference,
             "kid": metrics.kernel_distance(real_f, fake_f, subset_size=min(n, 1000), seed=seed),
