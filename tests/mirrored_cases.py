@@ -43,6 +43,9 @@ OTHER_CASES = {
     "bigan_aug": ("bigan", dict(latent_dim=8, d_dropout=0.0, augment="translation,cutout", update="alternating")),
     # The DCGAN-sized nets (zoo.nets): synchronized batch norm in D too, whose
     # step (alternating) passes real and fake images apart.
+    # InfoGAN: its codes inside z, Q's loss in D's and G's (both step kinds: d_steps=2, simultaneous).
+    "infogan": ("infogan", dict(latent_dim=8, d_dropout=0.0, categories=3, continuous=2, d_steps=2,
+                                update="simultaneous")),
     "gan_conv_32_rgb": ("gan", dict(latent_dim=8, d_dropout=0.0, net="conv", width=0.125, image_shape=(32, 32, 3))),
 }
 

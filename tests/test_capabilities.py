@@ -13,6 +13,7 @@ METHODS = {
     "fitted_sampler": ("fit_sampler", "try_fit_sampler"),
     "likelihood": ("elbo_terms", "iwae_bound", "bound_kind", "evaluation_images"),
     "averaging": ("update_ema", "averaged_call"),
+    "categorical_code": ("categories", "with_category"),
 }
 
 
@@ -27,6 +28,7 @@ def test_declared_capabilities_agree_with_the_methods(name):
 
 def test_names_by_capability():
     assert set(METHODS) | {"conditional"} == set(CAPABILITIES)
+    assert zoo.names("categorical_code") == ["infogan"]
     assert zoo.names("likelihood") == ["cvae", "vae"]
     assert zoo.names("conditional") == ["cgan", "cvae"]
     assert zoo.names("encoder") == ["aae", "ae", "bigan", "cvae", "vae"]

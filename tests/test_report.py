@@ -114,8 +114,11 @@ BUDGET_AE = {
 
 def test_table_marks_default_and_budget_rows():
     old_vae = {**PREVIOUS_VAE, "iwae": -97.5, "linear_probe_accuracy": 0.91}  # a row of a report before the modes
-    rows = cells(report.table([DEFAULT_CGAN, BUDGET_AE, old_vae]))
+    infogan = {**DEFAULT_CGAN, "entry": "infogan", "model": "infogan", "conditional_accuracy": None,
+               "category_accuracy": 0.8125}
+    rows = cells(report.table([DEFAULT_CGAN, BUDGET_AE, old_vae, infogan]))
     cgan, ae, vae = rows["cgan bf16 default"], rows["ae float32 budget 10 min"], rows["vae float32 budget 4 min"]
+    assert rows["infogan bf16 default"]["cond. acc."] == "(0.812)"  # an unsupervised code's category accuracy
     assert (cgan["minutes"], cgan["epochs"], cgan["FCD (floor)"], cgan["FCD / floor"]) == ("2.5", "50", "8.6 (4.3)", "2.0")
     assert cgan["cond. acc."] == "0.950" and cgan["probe acc. (pixels)"] == "-" and cgan["IWAE bound (nats)"] == "-"
     assert ae["probe acc. (pixels)"] == "0.928 (0.918)" and ae["cond. acc."] == "-" and ae["FCD / floor"] == "3.2"

@@ -10,7 +10,10 @@ domain classifier is the standard substitute), cached per dataset:
   fcd_ratio      fcd / fcd_reference (1 for a perfect generator)
   precision, recall (k-NN manifolds, k = 3), density and coverage (k = 5),
   class_histogram and its entropy,
-  conditional_accuracy for conditional models.
+  conditional_accuracy for conditional models,
+  category_accuracy for models with an unsupervised categorical code
+                 (InfoGAN): the best-permutation agreement of the code with
+                 the classifier's class of the images it generates.
 Data without labels (an unlabelled folder, CelebA) has no such classifier: it
 gets a `note` saying so and, when Keras can load InceptionV3's ImageNet
 weights, fid, kid and their floors fid_reference and kid_reference in
@@ -254,7 +257,21 @@ def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=N
     }
     if labels is not None:
         out["conditional_accuracy"] = float((predicted == labels).mean())
+    if model.can("categorical_code"):
+        out["category_accuracy"] = category_accuracy(model, clf, n, seed)
     return out
+
+
+def category_accuracy(model, clf, n, seed=0):
+    """How well an unsupervised categorical code (InfoGAN's) names the classes:
+    n draws of the prior, category i mod K for draw i (model.with_category),
+    classified by the evaluation classifier; the best-permutation accuracy of
+    category against class (metrics.best_permutation_accuracy)."""
+    z = np.random.RandomState(seed + 2).randn(n, model.latent_dim).astype(np.float32)
+    categories = np.arange(n) % model.categories
+    z = _batched(lambda a, b: model.with_category(a, b), z, categories)
+    _, logits = _batched(lambda a: clf(a, training=False), generated(model, z))
+    return metrics.best_permutation_accuracy(categories, logits.argmax(1))
 
 
 INCEPTION_NOTE = ("fid and kid need InceptionV3's ImageNet weights, which Keras could not load ({error}); on a "

@@ -245,6 +245,13 @@ def _probe(r):
     return _fmt(r["linear_probe_accuracy"], 3) + (f" ({pixels:.3f})" if pixels is not None else "")
 
 
+def _accuracy(r):
+    """conditional_accuracy, or an unsupervised code's category_accuracy in brackets."""
+    if r.get("category_accuracy") is not None:
+        return f"({r['category_accuracy']:.3f})"
+    return _fmt(r.get("conditional_accuracy"), 3)
+
+
 COLUMNS = (
     "model", "run", "compute", "minutes", "epochs", "images/s", "FCD (floor)", "FCD / floor",
     f"min to FCD <= {QUALITY_FACTOR:g}x floor", "precision", "recall", "density", "coverage", "class entropy",
@@ -284,7 +291,7 @@ def table(rows):
             _train_minutes(r["minutes"]).split()[0], str(r["epochs"]), f"{r['images_per_s']:.0f}",
             f"{r['fcd']:.1f} ({r['fcd_reference']:.1f})", _ratio(r), quality,
             _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["density"]), _fmt(r["coverage"]),
-            _fmt(abs(r["class_entropy"])), _fmt(r.get("conditional_accuracy"), 3), _probe(r), _bound(r),
+            _fmt(abs(r["class_entropy"])), _accuracy(r), _probe(r), _bound(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -405,7 +412,9 @@ def write_report(rows, path, dataset=None):
         f"The time to quality is the training time until the FCD, measured after every epoch, first came within "
         f"{QUALITY_FACTOR:g}x the floor. images/s is real images through the train step per second of training "
         "(the epochs' wall time, with their checkpoints and sample grids; the per-epoch FCD left out). "
-        "cond. acc. is the share of a conditional model's samples that the classifier gives the asked label. "
+        "cond. acc. is the share of a conditional model's samples that the classifier gives the asked label; "
+        "in brackets, for a model with an unsupervised categorical code (infogan), the category accuracy: the "
+        "share of samples of a category given the class that category is best matched to. "
         "The probe is a logistic regression on the codes of the train images, scored on the test images; in "
         "brackets the same probe on their raw pixels.",
         "",

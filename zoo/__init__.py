@@ -11,6 +11,7 @@ from zoo.aae import AAE
 from zoo.autoencoder import AE
 from zoo.bigan import BiGAN
 from zoo.gan import CGAN, DCGAN, GAN
+from zoo.infogan import InfoGAN
 from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
 
@@ -38,4 +39,4 @@ def default_config(name: str) -> dict:
     return dataclasses.asdict(get(name).Config())
 
 
-__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN"]
+__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN"]

@@ -25,6 +25,7 @@ CAPABILITIES = {
                   "bound_kind (what they bound), evaluation_images (what they are scored on)",
     "conditional": "every generate, encode and decode takes labels",
     "averaging": "an exponential moving average of weights (the Config's ema_decay)",
+    "categorical_code": "categories (K) and with_category(z, k): z whose categorical code is k (InfoGAN)",
 }
 
 

@@ -170,6 +170,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
     # gan runs saved before its average was the default had none
     legacy_options = {"ema_decay": 0.0}
     ema_networks = ("generator",)  # generate() uses G's moving average when ema_decay > 0
+    d_feature_output = False  # D returns [logit, features] for an auxiliary head (zoo.infogan)
 
     @classmethod
     def training_defaults_for(cls, options):
@@ -207,6 +208,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             # batch (Gulrajani et al. use no batch norm in the critic), and with
             # spectral norm, which takes its place (Miyato et al.).
             batch_norm=not (c.spectral_norm or c.r1_weight or losses.has_gradient_penalty(c.loss)),
+            feature_output=self.d_feature_output,
         )
         self.build_ema()
         self.built = True
@@ -244,6 +246,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
 
     def _fake(self, z, cond, training, averaged=False):
         """G(z) (G([z, y]) for the CGAN) in [-1, 1]; averaged: G's moving average (zoo.ema)."""
+        z = self.generator_input(z)
         if cond is not None:
             z = tf.concat([z, cond], axis=-1)
         if averaged:
@@ -254,6 +257,25 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         """D's logits [B] of x in [-1, 1]."""
         logits = self.discriminator([x, cond] if cond is not None else x, training=training)
         return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+    # Hooks of models that extend the game (zoo.infogan): what G reads of z,
+    # a head on D's features, and a loss on the fakes that both players add.
+    def generator_input(self, z):
+        """What G reads of a draw z ~ N(0, I) [B, latent_dim]: z itself."""
+        return z
+
+    def _d_outputs(self, x, cond, training):
+        """(D's logits [B] of x in [-1, 1], an auxiliary head's outputs or None)."""
+        return self._d_logits(x, cond, training), None
+
+    def _fake_terms(self, fake_aux, z):
+        """Per-example loss [B] on fakes G(z), given the auxiliary head's
+        outputs on them, that D and G both add to theirs; None: no such term."""
+        return None
+
+    @staticmethod
+    def _plus(loss, term):
+        return loss if term is None else loss + term
 
     def _augment(self, x, seed, stream):
         """DiffAugment T(x) of D's input x [-1, 1] (zoo.augment), drawn from `stream`
@@ -306,13 +328,17 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             z = base.replica_normal(tf.shape(images)[0], self.latent_dim, seed)
         fake = self._fake(z, cond, training)
         real_logits = self._d_logits(base.to_tanh(images), cond, training)
-        fake_logits = self._d_logits(fake, cond, training)
-        return {
-            "d_loss": self.d_loss_fn(real_logits, fake_logits, self.config.real_target),
-            "g_loss": self.g_loss_fn(fake_logits),
+        fake_logits, fake_aux = self._d_outputs(fake, cond, training)
+        term = self._fake_terms(fake_aux, z)
+        out = {
+            "d_loss": self._plus(self.d_loss_fn(real_logits, fake_logits, self.config.real_target), term),
+            "g_loss": self._plus(self.g_loss_fn(fake_logits), term),
             "d_real": tf.sigmoid(real_logits),
             "d_fake": tf.sigmoid(fake_logits),
         }
+        if term is not None:
+            out["info_loss"] = term
+        return out
 
     def discriminator_step(self, images, labels=None, seed=None):
         """One update of D on real images (in [0, 1]) and as many fakes G(z), G
@@ -333,17 +359,25 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
 
         def loss_and_logits():
             if d_batch_norm:  # real and fake batches normalised apart, as DCGAN trains D
-                real_logits, fake_logits = self._d_logits(real, cond, True), self._d_logits(fake, cond, True)
+                real_logits = self._d_logits(real, cond, True)
+                fake_logits, fake_aux = self._d_outputs(fake, cond, True)
             else:  # one D pass over both: the same logits as two passes, and faster
                 both = tf.concat([real, fake], axis=0)
                 both_cond = tf.concat([cond, cond], axis=0) if cond is not None else None
-                real_logits, fake_logits = tf.split(self._d_logits(both, both_cond, True), 2)
-            return self._d_loss(real_logits, fake_logits, real, fake, cond, seed), real_logits, fake_logits
+                logits, aux = self._d_outputs(both, both_cond, True)
+                real_logits, fake_logits = tf.split(logits, 2)
+                fake_aux = None if aux is None else tf.split(aux, 2)[1]
+            term = self._fake_terms(fake_aux, z)
+            d_loss = self._plus(self._d_loss(real_logits, fake_logits, real, fake, cond, seed), term)
+            return d_loss, real_logits, fake_logits, term
 
-        per_example, real_logits, fake_logits = base.minimize(
+        per_example, real_logits, fake_logits, term = base.minimize(
             self.d_optimizer, self.optimizer_variables()["d_optimizer"], loss_and_logits
         )
-        return {"d_loss": per_example, "d_real": tf.sigmoid(real_logits), "d_fake": tf.sigmoid(fake_logits)}
+        out = {"d_loss": per_example, "d_real": tf.sigmoid(real_logits), "d_fake": tf.sigmoid(fake_logits)}
+        if term is not None:
+            out["info_loss"] = term
+        return out
 
     def generator_step(self, batch_size=None, labels=None, seed=None):
         """One update of G on `batch_size` fresh fakes (CGAN: one per label), D
@@ -358,10 +392,12 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
                 raise ValueError("generator_step needs batch_size (or labels)")
             batch_size = tf.shape(cond)[0]
         z = base.replica_normal(batch_size, self.latent_dim, seed)
-        return base.minimize(
-            self.g_optimizer, self.optimizer_variables()["g_optimizer"],
-            lambda: self.g_loss_fn(self._d_logits(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)),
-        )
+
+        def loss():
+            fake_logits, fake_aux = self._d_outputs(self._augment(self._fake(z, cond, True), seed, AUG_FAKE), cond, True)
+            return self._plus(self.g_loss_fn(fake_logits), self._fake_terms(fake_aux, z))
+
+        return base.minimize(self.g_optimizer, self.optimizer_variables()["g_optimizer"], loss)
 
     def _d_loss(self, real_logits, fake_logits, real, fake, cond, seed):
         """Per-example d_loss, with the gradient penalty for wasserstein_gp and the
@@ -398,21 +434,26 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             # Two D passes, not one over the concatenation: G's gradient then
             # flows back through the fake half only.
             real_logits = self._d_logits(real, cond, True)
-            fake_logits = self._d_logits(fake, cond, True)
-            d_per_example = self._d_loss(real_logits, fake_logits, real, fake, cond, seed)
-            return d_per_example, self.g_loss_fn(fake_logits), real_logits, fake_logits
+            fake_logits, fake_aux = self._d_outputs(fake, cond, True)
+            term = self._fake_terms(fake_aux, z)
+            d_per_example = self._plus(self._d_loss(real_logits, fake_logits, real, fake, cond, seed), term)
+            g_per_example = self._plus(self.g_loss_fn(fake_logits), term)
+            return d_per_example, g_per_example, real_logits, fake_logits, term
 
-        d_per_example, g_per_example, real_logits, fake_logits = base.minimize_simultaneously(
-            [(self.d_optimizer, self.discriminator.trainable_variables),
-             (self.g_optimizer, self.generator.trainable_variables)],
+        variables = self.optimizer_variables()
+        d_per_example, g_per_example, real_logits, fake_logits, term = base.minimize_simultaneously(
+            [(self.d_optimizer, variables["d_optimizer"]), (self.g_optimizer, variables["g_optimizer"])],
             losses_and_logits,
         )
-        return {
+        out = {
             "d_loss": d_per_example,
             "g_loss": g_per_example,
             "d_real": tf.sigmoid(real_logits),
             "d_fake": tf.sigmoid(fake_logits),
         }
+        if term is not None:
+            out["info_loss"] = term
+        return out
 
     @property
     def real_batches_per_step(self):
@@ -454,7 +495,7 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
         for _ in range(int(self.config.g_steps) - 1):  # noise seeded by g_optimizer.iterations: fresh each time
             g_loss = self.generator_step(tf.shape(last_images)[0], last_labels)
         self.update_ema()
-        return self.track(d_loss=d["d_loss"], g_loss=g_loss, d_real=d["d_real"], d_fake=d["d_fake"])
+        return self.track(**{**d, "g_loss": g_loss})
 
     def test_step(self, data):
         """The losses with fixed noise (same for every evaluation), no update."""

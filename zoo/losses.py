@@ -175,6 +175,37 @@ def r1_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: TensorLike, weigh
     return 0.5 * weight * tf.reduce_sum(tf.square(grads), axis=1)
 
 
+def mutual_information_loss(
+    category_logits: TensorLike, categories: TensorLike, code_means: TensorLike, codes: TensorLike
+) -> tf.Tensor:
+    """-log Q(c | G(z, c)) per example, with Q a categorical over the discrete
+    code and a Gaussian of unit variance over each continuous code:
+
+        L_I = -log softmax(l)_c_cat + sum_j 1/2 (c_j - mu_j)^2   (+ constants dropped)
+
+    InfoGAN (Chen et al. 2016, eq. 5): H(c) - L_I <= I(c; G(z, c)) is the
+    variational lower bound on the mutual information between the codes and
+    the generated image, which G and Q (D's auxiliary head) both maximise.
+    With unit variance the Gaussian term is the official implementation's
+    fixed-std choice; H(c) (log K for a uniform categorical) is a constant.
+
+    Args:
+      category_logits: Q's logits of the categorical code, [B, K] (K may be 0).
+      categories: the categorical code the fakes were drawn with, int [B].
+      code_means: Q's means of the continuous codes, [B, C] (C may be 0).
+      codes: the continuous codes the fakes were drawn with, [B, C].
+
+    Returns:
+      L_I per example, float32 [B]."""
+    category_logits = tf.cast(category_logits, tf.float32)
+    loss = 0.5 * tf.reduce_sum(tf.square(tf.cast(codes, tf.float32) - tf.cast(code_means, tf.float32)), axis=1)
+    if category_logits.shape[-1]:
+        loss += tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(categories, tf.int32), logits=category_logits
+        )
+    return loss
+
+
 LOSSES = {
     "non_saturating": (minimax_discriminator_loss, non_saturating_generator_loss),
     "minimax": (minimax_discriminator_loss, minimax_generator_loss),

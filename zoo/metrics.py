@@ -100,6 +100,32 @@ def class_histogram(predicted, num_classes):
     return p.tolist(), float(-(nz * np.log(nz)).sum())
 
 
+def best_permutation_accuracy(codes, labels):
+    """Agreement of an unsupervised categorical code with the true classes:
+    the accuracy of the best one-to-one map from code values to classes,
+
+        max over matchings m of (1/N) sum_i [m(code_i) = label_i],
+
+    found by the Hungarian algorithm on the code x class count matrix (as
+    clustering accuracy is scored; InfoGAN's categorical code on MNIST,
+    Chen et al. 2016, section 7.1). Codes and classes may differ in number:
+    the unmatched ones count as errors.
+
+    Args:
+      codes: the code value of each example, ints [N].
+      labels: its class, ints [N].
+
+    Returns:
+      The accuracy in [0, 1]."""
+    from scipy.optimize import linear_sum_assignment
+
+    codes, labels = np.asarray(codes, np.int64), np.asarray(labels, np.int64)
+    counts = np.zeros((codes.max() + 1, labels.max() + 1))
+    np.add.at(counts, (codes, labels), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / len(codes))
+
+
 def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, seed=0):
     """Test accuracy of a logistic regression fitted on standardised train codes."""
     from sklearn.linear_model import LogisticRegression

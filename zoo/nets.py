@@ -228,7 +228,7 @@ CONDITIONINGS = ("concat", "projection")
 
 def discriminator(
     kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="discriminator", spectral_norm=False,
-    conditioning="concat", width=1.0, batch_norm=True,
+    conditioning="concat", width=1.0, batch_norm=True, feature_output=False,
 ):
     """x in [-1, 1] (and a condition or joint vector) -> one logit. `width`
     scales every hidden layer's units or filters.
@@ -246,7 +246,10 @@ def discriminator(
     conditioning="projection" (for a class one-hot y; Miyato and Koyama 2018)
     does not join y to the features phi(x) but adds its projection on them:
     logit = w^T phi(x) + b + (V y)^T phi(x), so every class has its own
-    direction in D's feature space from the first step."""
+    direction in D's feature space from the first step.
+
+    feature_output: the model returns [logit, phi(x)], phi(x) being the
+    features the logit layer reads (InfoGAN's Q head shares them)."""
     check_kind(kind)
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"conditioning={conditioning!r} is not valid; choose one of: {', '.join(CONDITIONINGS)}")
@@ -278,7 +281,7 @@ def discriminator(
         embedded = sn(layers.Dense(h.shape[-1], use_bias=False, name="class_embedding"))(cond)
         projection = layers.Dot(axes=1, dtype="float32", name="projection")([embedded, h])
         out = layers.Add(dtype="float32", name="logit_projected")([out, projection])
-    return _model(image, cond, out, name)
+    return _model(image, cond, [out, h] if feature_output else out, name)
 
 
 def critic(in_dim, hidden=512, name="critic"):

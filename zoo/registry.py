@@ -4,6 +4,7 @@ from zoo.aae import AAE
 from zoo.autoencoder import AE
 from zoo.bigan import BiGAN
 from zoo.gan import CGAN, DCGAN, GAN
+from zoo.infogan import InfoGAN
 from zoo.vae import CVAE, VAE
 
 MODELS = {
@@ -15,6 +16,7 @@ MODELS = {
     "gan": GAN,
     "dcgan": DCGAN,
     "cgan": CGAN,
+    "infogan": InfoGAN,
 }
 
 
