@@ -30,18 +30,19 @@ JITTER = 1e-6  # added to a fitted covariance's diagonal so its Cholesky factor 
 U_CLIP = 1e-6  # keeps the re-used uniform inside (0, 1), where Phi^-1 is finite
 
 
-def with_sampler_options(config_class=None, *, sampler="prior"):
+def with_sampler_options(config_class=None, *, sampler="prior", components=10):
     """Class decorator of a model's Config dataclass: the same options followed
-    by `sampler` (default `sampler`) and `sampler_components` (after the
-    model's own, so listings start with the options that matter most). Use
-    bare, or as with_sampler_options(sampler="gmm") to change the default."""
+    by `sampler` (default `sampler`) and `sampler_components` (default
+    `components`; after the model's own, so listings start with the options
+    that matter most). Use bare, or as with_sampler_options(sampler="gmm",
+    components=40) to change the defaults."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
 
     def decorate(config_class):
         fields = [
             ("sampler", str, sampler_option(sampler)),
-            ("sampler_components", int, option(10, "number of Gaussians of the gmm sampler")),
+            ("sampler_components", int, option(components, "number of Gaussians of the gmm sampler")),
         ]
         extended = dataclasses.make_dataclass(config_class.__name__, fields, bases=(config_class,))
         extended.__module__, extended.__qualname__ = config_class.__module__, config_class.__qualname__
