@@ -245,7 +245,7 @@ def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("fcd", "fcd_reference", "precision", "recall", "class_entropy", "conditional_accuracy",
                 "linear_probe_accuracy", "reconstruction_mse", "elbo_conditional_unnormalised",
-                "iwae_conditional_unnormalised"):
+                "iwae_conditional_unnormalised", "train_distance_ratio"):
         assert np.isfinite(result[key]), key
     # a cvae with the Bernoulli on grey levels: log p(x | y)'s bounds, and not log-likelihoods
     assert not {"elbo", "iwae", "iwae_conditional", "nll_nats"} & set(result) and result["bound_kind"] == "unnormalised"
@@ -260,6 +260,14 @@ def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
     fitted = json.loads(proc.stdout.strip().splitlines()[-1])
     assert fitted["sampler"] == "gaussian" and fitted["fcd"] != result["fcd"]
     assert json.load(open(os.path.join(workdir, "eval-gaussian.json"))) == fitted
+    # the gmm sampler refitted with other components and seed, the model otherwise as trained
+    proc = run_module("train.evaluate", f"--workdir={workdir}", f"--cache_dir={tmp_path}", "--num_samples=100",
+                      "--sampler_components=3", "--sampler_seed=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    refit = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (refit["sampler_components"], refit["sampler_seed"]) == (3, 1) and refit["fcd"] != result["fcd"]
+    assert refit["linear_probe_accuracy"] == result["linear_probe_accuracy"]  # the same encoder
+    assert json.load(open(os.path.join(workdir, "eval-gmm3-seed1.json"))) == refit
 
 
 def test_a_resumed_run_keeps_its_precision_unless_the_flag_is_given():

@@ -82,3 +82,15 @@ def test_kernel_distance_is_the_unbiased_polynomial_mmd():
     same, other = rng.randn(400, 4), rng.randn(400, 4)
     assert abs(metrics.kernel_distance(same, other, subset_size=400)) < 0.05  # one law: ~0
     assert metrics.kernel_distance(same, other + 1.0, subset_size=400) > 0.5  # shifted: clearly positive
+
+
+def test_train_distance_ratio_tells_replay_from_new_images():
+    rng = np.random.RandomState(0)
+    train, test = rng.rand(300, 4, 4, 1), rng.rand(100, 4, 4, 1)
+    # new draws of the same distribution sit as far from the train set as the test images
+    assert metrics.train_distance_ratio(rng.rand(100, 4, 4, 1), test, train) == pytest.approx(1.0, abs=0.15)
+    # copies of training images are at distance 0 of it; slightly jittered copies near it
+    assert metrics.train_distance_ratio(train[:100], test, train) == 0.0
+    assert metrics.train_distance_ratio(train[:100] + 0.01, test, train) < 0.1
+    # by hand: 1-D points, nearest distances [0.5, 1.5] (median 1.0) over [2.0, 2.0]
+    assert metrics.train_distance_ratio(np.array([[0.5], [4.5]]), np.array([[-2.0], [5.0]]), np.array([[0.0], [3.0]])) == 0.5

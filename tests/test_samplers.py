@@ -157,6 +157,21 @@ def fitted_vae(digits):
     return model
 
 
+def test_refitted_keeps_every_weight_but_the_mixture(fitted_vae, digits):
+    """train.evaluate --sampler_components: a copy with K Gaussians fitted to
+    the same codes, every other weight (networks, learned prior) as trained."""
+    copy = samplers.refitted(fitted_vae, digits.train_images, components=6, seed=3)
+    assert copy.config.sampler_components == 6 and copy.seed == 3 and copy.gmm_weights.shape == (6,)
+    images = digits.test_images[:8]
+    np.testing.assert_array_equal(copy.encode(images).numpy(), fitted_vae.encode(images).numpy())
+    z = tf.random.stateless_normal([5, LATENT], [1, 1])
+    np.testing.assert_array_equal(copy.generate(z, sampler="prior").numpy(), fitted_vae.generate(z, sampler="prior").numpy())
+    weights, means, scales = samplers.fit_gmm(fitted_vae.encode_all(digits.train_images), 6, seed=3)
+    np.testing.assert_allclose(copy.gmm_means.numpy(), means, atol=1e-4)
+    np.testing.assert_allclose(copy.gmm_weights.numpy(), weights, atol=1e-5)
+    assert fitted_vae.gmm_weights.shape == (4,)  # the model itself is untouched
+
+
 def test_keras_file_and_checkpoint_keep_the_fitted_sampler(fitted_vae, tmp_path):
     model = fitted_vae
     z = tf.random.stateless_normal([8, LATENT], [7, 8])

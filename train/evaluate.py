@@ -10,6 +10,10 @@ domain classifier is the standard substitute), cached per dataset:
   fcd_ratio      fcd / fcd_reference (1 for a perfect generator)
   precision, recall (k-NN manifolds, k = 3), density and coverage (k = 5),
   class_histogram and its entropy,
+  train_distance_ratio  a replay check: the median pixel distance of the
+                 samples to their nearest train image over that of the test
+                 images (about 1 when the model generalises, near 0 when it
+                 copies its training images),
   conditional_accuracy for conditional models,
   category_accuracy for models with an unsupervised categorical code
                  (InfoGAN): the best-permutation agreement of the code with
@@ -78,6 +82,9 @@ def define_flags():
     flags.DEFINE_integer("iwae_k", IWAE_K, "draws per image of the importance-weighted bound (the papers' NLL: 5000)")
     flags.DEFINE_integer("iwae_images", None, "score the likelihood bounds on the first N test images only "
                          "(default: all; K = 5000 costs ~6 CPU-s per image)")
+    flags.DEFINE_integer("sampler_components", None, "refit the run's gmm sampler with this many Gaussians "
+                         "(its weights otherwise as trained) and evaluate that, to choose K without retraining")
+    flags.DEFINE_integer("sampler_seed", None, "with --sampler_components: the EM fit's seed (default: the model's)")
     flags.DEFINE_enum("weights", "average", ["average", "raw"], "average: the moving averages that generate serves "
                       "(models with --ema_decay > 0); raw: the trained weights themselves, to measure the average")
 
@@ -254,6 +261,7 @@ def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=N
         "coverage": coverage,
         "class_histogram": [round(p, 4) for p in histogram],
         "class_entropy": entropy,
+        "train_distance_ratio": metrics.train_distance_ratio(fake, real, dataset.train_images),
     }
     if labels is not None:
         out["conditional_accuracy"] = float((predicted == labels).mean())
@@ -445,10 +453,22 @@ def load_run(workdir):
 
 
 def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, sampler=None, weights="average",
-                     iwae_k=IWAE_K, iwae_images=None):
+                     iwae_k=IWAE_K, iwae_images=None, sampler_components=None, sampler_seed=None):
     """evaluate() of the run in `workdir`; also written to W/eval.json (W/eval-<sampler>.json
-    for another sampler than the model's, W/eval-raw.json for the raw weights)."""
+    for another sampler than the model's, W/eval-raw.json for the raw weights,
+    W/eval-gmm<K>[-seed<S>].json for a refitted sampler of K components)."""
     model, config, dataset = load_run(workdir)
+    refit = ""
+    if sampler_components is not None:
+        if not model.can("fitted_sampler"):
+            raise EvaluationError(f"--sampler_components refits the sampler of models with fitted samplers "
+                                  f"({', '.join(zoo.names('fitted_sampler'))}), not {config['model']}")
+        try:
+            model = samplers.refitted(model, dataset.train_images, dataset.train_labels, sampler_components,
+                                      sampler_seed)
+        except ValueError as e:
+            raise EvaluationError(str(e).splitlines()[0]) from None
+        refit = f"-gmm{sampler_components}" + (f"-seed{sampler_seed}" if sampler_seed is not None else "")
     raw = weights == "raw"
     if raw and not model.uses_average:
         raise EvaluationError(f"--weights=raw compares with a moving average: {config['model']} in {workdir} "
@@ -460,7 +480,10 @@ def evaluate_workdir(workdir, cache_dir=CACHE_DIR, num_samples=500, seed=0, samp
         result["sampler"] = sampler
     if raw:
         result["weights"] = "raw"
-    name = "eval" + (f"-{sampler}" if sampler else "") + ("-raw" if raw else "") + ".json"
+    if refit:
+        result["sampler_components"] = sampler_components
+        result["sampler_seed"] = model.seed
+    name = "eval" + (f"-{sampler}" if sampler else "") + refit + ("-raw" if raw else "") + ".json"
     with open(os.path.join(workdir, name), "w") as fh:
         json.dump(result, fh, indent=2)
     return result
@@ -473,8 +496,11 @@ def main(argv):
             raise EvaluationError(f"--iwae_k must be >= 1, got {FLAGS.iwae_k}")
         if FLAGS.iwae_images is not None and FLAGS.iwae_images < 1:
             raise EvaluationError(f"--iwae_images must be >= 1 (or left out for the whole test split), got {FLAGS.iwae_images}")
+        if FLAGS.sampler_components is not None and FLAGS.sampler_components < 1:
+            raise EvaluationError(f"--sampler_components must be >= 1, got {FLAGS.sampler_components}")
         result = evaluate_workdir(FLAGS.workdir, FLAGS.cache_dir, FLAGS.num_samples, FLAGS.seed, FLAGS.sampler,
-                                  FLAGS.weights, FLAGS.iwae_k, FLAGS.iwae_images)
+                                  FLAGS.weights, FLAGS.iwae_k, FLAGS.iwae_images, FLAGS.sampler_components,
+                                  FLAGS.sampler_seed)
     except EvaluationError as e:
         cli.fail(e)
     print(json.dumps(result))

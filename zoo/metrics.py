@@ -100,6 +100,38 @@ def class_histogram(predicted, num_classes):
     return p.tolist(), float(-(nz * np.log(nz)).sum())
 
 
+def _nearest_distance(a, b, batch=500):
+    """Euclidean distance of each row of a [N, D] to its nearest row of b [M, D]."""
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    b_sq = (b**2).sum(1)
+    out = []
+    for i in range(0, len(a), batch):
+        rows = np.asarray(a[i : i + batch], np.float64).reshape(len(a[i : i + batch]), -1)
+        sq = (rows**2).sum(1)[:, None] + b_sq[None] - 2.0 * rows @ b.T
+        out.append(np.sqrt(np.maximum(sq.min(1), 0.0)))
+    return np.concatenate(out)
+
+
+def train_distance_ratio(samples, test, train):
+    """A replay check: the median pixel distance of generated samples to their
+    nearest training image, over the same median for held-out test images,
+
+        median_i min_j ||g_i - x_j|| / median_i min_j ||t_i - x_j||.
+
+    About 1 for a model that generalises (its samples are as far from the
+    training set as new real images are); near 0 for one that replays its
+    training images, since a copy's nearest training image is itself.
+
+    Args:
+      samples: generated images [N, ...].
+      test: held-out real images [M, ...].
+      train: the training images [T, ...].
+
+    Returns:
+      The ratio, a float."""
+    return float(np.median(_nearest_distance(samples, train)) / np.median(_nearest_distance(test, train)))
+
+
 def best_permutation_accuracy(codes, labels):
     """Agreement of an unsupervised categorical code with the true classes:
     the accuracy of the best one-to-one map from code values to classes,

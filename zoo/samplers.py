@@ -136,6 +136,26 @@ def fit_gmm(codes, components, seed=0):
     return gmm.weights_, gmm.means_, np.linalg.cholesky(gmm.covariances_)
 
 
+def refitted(model, images, labels=None, components=None, seed=None):
+    """A copy of `model` (a CodeSampler) whose samplers are refitted to the
+    codes of `images` with `components` Gaussians in the gmm (default: the
+    model's) and EM seeded by `seed` (default: the model's); every other
+    weight as in `model`. To choose sampler_components without retraining."""
+    options = model.get_config()
+    if components is not None:
+        options["sampler_components"] = int(components)
+    if seed is not None:
+        options["seed"] = int(seed)
+    copy = type(model).from_config(options)
+    if len(copy.weights) != len(model.weights):
+        raise ValueError(f"cannot copy {model.name}'s weights: the copy has {len(copy.weights)}, not {len(model.weights)}")
+    for target, source in zip(copy.weights, model.weights):
+        if not target.name.startswith("gmm_"):  # the mixture's shapes depend on components; refitted below
+            target.assign(source)
+    copy.fit_sampler(images, labels)
+    return copy
+
+
 def _batched_eye(batch_shape, j):
     return lambda shape, dtype=None: tf.eye(j, batch_shape=list(batch_shape), dtype=dtype)
 
