@@ -123,3 +123,18 @@ def test_mirrored_strategy_matches_one_device():
     case runs d_steps=2 with update=simultaneous, so both step kinds)."""
     result = run_mirrored_check("infogan")
     assert result["infogan"]["moved"] > 1e-3 and result["infogan"]["max_diff"] < 1e-5, result
+
+
+def test_traverse_switches_the_category_row_by_row():
+    """explore --traverse on z: row j < K turns the category from 0 into j as
+    z_j passes 0 (G reads a different one-hot at the two ends), rows past the
+    codes sweep noise dimensions."""
+    from train import explore
+
+    model = build()
+    images, figures = explore.traversal_rows(model, None, steps=4)
+    assert images.shape == (8 * 4, *SHAPE) and len(figures["pixel_change"]) == 8
+    z = np.zeros((2, 8), np.float32)
+    z[:, 2] = [-3.0, 3.0]
+    np.testing.assert_array_equal(model.category(z), [0, 2])
+    assert all(change > 0 for change in figures["pixel_change"][1:K])
