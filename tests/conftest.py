@@ -22,6 +22,17 @@ def run_module(*args, timeout=600, env=None, cwd=None):
     )
 
 
+def small_options(name, latent_dim=4, **extra):
+    """Options of model `name` for tiny test shapes, the ones its Config has:
+    latent_dim, and for a model that reads codes from z (InfoGAN) codes that
+    fit in it (2 categories, 1 continuous code); then `extra`."""
+    import zoo
+
+    config = zoo.default_config(name)
+    options = {"latent_dim": latent_dim, "categories": 2, "continuous": 1, **extra}
+    return {k: v for k, v in options.items() if k in config}
+
+
 @pytest.fixture(scope="session")
 def digits():
     from train import data

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import mirrored_cases
 import zoo
+from conftest import small_options
 from export import saved_model
 from zoo import autoencoder, registry
 from zoo.base import option
@@ -55,7 +56,7 @@ def tiny(name, seed=0, shape=SHAPE, net=None, width=None):
     (None: mlp, and dcgan's conv), at `width` where it has that option."""
     keras.utils.set_random_seed(seed)
     config = zoo.default_config(name)
-    options = {"latent_dim": 4} if "latent_dim" in config else {}
+    options = small_options(name)
     if "net" in config:
         options["net"] = net or ("conv" if name == "dcgan" else "mlp")
     if width and "width" in config:

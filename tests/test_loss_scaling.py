@@ -10,13 +10,14 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from conftest import small_options
 
 SHAPE = (8, 8, 1)
 
 
 def step_once(name, loss_scale_factor, images, labels):
     keras.utils.set_random_seed(0)
-    model = zoo.build(name, image_shape=SHAPE, num_classes=3, latent_dim=4, net="mlp")
+    model = zoo.build(name, image_shape=SHAPE, num_classes=3, **small_options(name, net="mlp"))
     names = model.optimizer_names
     model.compile(**{n: keras.optimizers.SGD(0.5, loss_scale_factor=loss_scale_factor) for n in names})
     before = [v.numpy() for v in model.trainable_variables]
