@@ -134,13 +134,16 @@ class InfoGAN(GAN):
         return tf.concat([tf.one_hot(self.category(z), k), z[:, k:]], axis=-1)
 
     # -- D with Q's head --------------------------------------------------------
-    def _d_outputs(self, x, cond, training):
+    def _d_logits_and_features(self, x, cond, training):
         logits, features = self.discriminator([x, cond] if cond is not None else x, training=training)
-        return tf.reshape(tf.cast(logits, tf.float32), [-1]), self.q_head(features, training=training)
+        return tf.reshape(tf.cast(logits, tf.float32), [-1]), features
+
+    def _d_outputs(self, x, cond, training):
+        logits, features = self._d_logits_and_features(x, cond, training)
+        return logits, self.q_head(features, training=training)
 
     def _d_logits(self, x, cond, training):
-        logits, _ = self.discriminator([x, cond] if cond is not None else x, training=training)
-        return tf.reshape(tf.cast(logits, tf.float32), [-1])
+        return self._d_logits_and_features(x, cond, training)[0]
 
     def _fake_terms(self, fake_aux, z):
         """lambda L_I of the fakes G(z) from Q's outputs on them."""
@@ -148,10 +151,3 @@ class InfoGAN(GAN):
         k = self.categories
         l_i = losses.mutual_information_loss(fake_aux[:, :k], categories, fake_aux[:, k:], continuous)
         return self.config.info_weight * l_i
-
-    def recovered_codes(self, images):
-        """Q's reading of images in [0, 1]: (most likely category [B] or None,
-        continuous code means [B, C])."""
-        _, aux = self._d_outputs(base.to_tanh(tf.cast(images, tf.float32)), None, training=False)
-        k = self.categories
-        return (tf.argmax(aux[:, :k], axis=-1, output_type=tf.int32) if k else None), aux[:, k:]
