@@ -46,6 +46,10 @@ OTHER_CASES = {
     # InfoGAN: its codes inside z, Q's loss in D's and G's (both step kinds: d_steps=2, simultaneous).
     "infogan": ("infogan", dict(latent_dim=8, d_dropout=0.0, categories=3, continuous=2, d_steps=2,
                                 update="simultaneous")),
+    # VAE-GAN: the posterior's eps and the prior's z sliced from global draws, three optimizers
+    # from one pass (with the averages); with the equilibrium gating, whose gates are all-reduced.
+    "vaegan": ("vaegan", dict(latent_dim=4, ema_decay=0.5)),
+    "vaegan_gated": ("vaegan", dict(latent_dim=4, net="mlp", equilibrium_margin=0.05)),
     "gan_conv_32_rgb": ("gan", dict(latent_dim=8, d_dropout=0.0, net="conv", width=0.125, image_shape=(32, 32, 3))),
 }
 

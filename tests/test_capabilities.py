@@ -31,7 +31,7 @@ def test_names_by_capability():
     assert zoo.names("categorical_code") == ["infogan"]
     assert zoo.names("likelihood") == ["cvae", "vae"]
     assert zoo.names("conditional") == ["cgan", "cvae"]
-    assert zoo.names("encoder") == ["aae", "ae", "bigan", "cvae", "vae"]
+    assert zoo.names("encoder") == ["aae", "ae", "bigan", "cvae", "vae", "vaegan"]
     for capability in CAPABILITIES:
         assert zoo.names(capability) == [n for n in zoo.names() if zoo.get(n).can(capability)]
     with pytest.raises(ValueError, match="unknown capability 'flies'; valid: encoder, decoder"):

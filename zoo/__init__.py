@@ -14,6 +14,7 @@ from zoo.gan import CGAN, DCGAN, GAN
 from zoo.infogan import InfoGAN
 from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
+from zoo.vaegan import VAEGAN
 
 
 def build(name: str, image_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10, **config) -> keras.Model:
@@ -39,4 +40,4 @@ def default_config(name: str) -> dict:
     return dataclasses.asdict(get(name).Config())
 
 
-__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN"]
+__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN", "VAEGAN"]

@@ -99,7 +99,7 @@ UPDATE_HELP = (
 )
 
 
-def minimize_simultaneously(players, loss_fn):
+def minimize_simultaneously(players, loss_fn, gates=None):
     """A simultaneous gradient step of several players, each on its own loss,
     from one forward pass:
 
@@ -109,7 +109,13 @@ def minimize_simultaneously(players, loss_fn):
     (optimizer, variables); loss_fn() returns a tuple whose first len(players)
     elements are the players' per-example losses [B], in the players' order.
     Each loss is scaled and its gradients unscaled as in `minimize`. Returns
-    what loss_fn returned (the losses before the update)."""
+    what loss_fn returned (the losses before the update).
+
+    gates (optional): a function of loss_fn's output that returns, per player,
+    None (always update) or a boolean scalar, the same on every replica; a
+    player whose gate is False keeps its weights and its optimizer's state
+    (`apply_if`). With gates the return value ends with the list of the
+    players' gates (True for None)."""
     with contextlib.ExitStack() as stack:
         tapes = [stack.enter_context(tf.GradientTape()) for _ in players]
         out = loss_fn()
@@ -117,9 +123,54 @@ def minimize_simultaneously(players, loss_fn):
     # Inside a tf.function the backward graph holds only what each gradient
     # needs, so a tape recording the other players' losses costs no compute.
     grads = [tape.gradient(loss, variables) for tape, loss, (_, variables) in zip(tapes, scaled, players)]
-    for (optimizer, variables), g in zip(players, grads):
-        optimizer.apply(g, variables)
-    return out
+    conditions = gates(out) if gates is not None else [None] * len(players)
+    for (optimizer, variables), g, condition in zip(players, grads, conditions):
+        if condition is None:
+            optimizer.apply(g, variables)
+        else:
+            apply_if(optimizer, g, variables, condition)
+    if gates is None:
+        return out
+    return (*out, [tf.constant(True) if c is None else c for c in conditions])
+
+
+def _tf_variable(v):
+    return v.value if isinstance(v, keras.Variable) else v
+
+
+def apply_if(optimizer, grads, variables, condition):
+    """optimizer.apply(grads, variables) when `condition` (a boolean scalar, the
+    same on every replica) holds; otherwise the variables and the optimizer's
+    own (its step count, its moments) stay as they were, as if it had not been
+    called. The update is made and then undone, so no synchronisation point
+    (the all-reduce of the gradients) sits inside control flow, which
+    MirroredStrategy cannot run."""
+    state = [_tf_variable(v) for v in list(variables) + list(optimizer.variables)]
+    before = [tf.identity(v) for v in state]
+    optimizer.apply(grads, variables)
+
+    def keep_or_restore(var, keep, old):
+        return var.assign(tf.where(keep, var, old))
+
+    def restore(strategy, condition, before):
+        for v, old in zip(state, before):
+            strategy.extended.update(v, keep_or_restore, args=(condition, old), group=False)
+
+    if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
+        tf.distribute.get_replica_context().merge_call(restore, args=(condition, before))
+    else:
+        for v, old in zip(state, before):
+            keep_or_restore(v, condition, old)
+
+
+def all_reduced_mean(per_example):
+    """The mean of `per_example` over the global batch, the same on every
+    replica (an all-reduce of global_mean; global_mean itself in a cross-replica context)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return global_mean(per_example)
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, global_mean(per_example))
+
 
 def step_seed(base_seed, step, stream):
     """A stateless seed [2] for one train step and one random stream of it."""

@@ -1,9 +1,11 @@
-"""Adversarial losses as pure functions of discriminator logits, per example.
+"""Adversarial losses as pure functions of discriminator logits (and the
+terms that adversarial models add to them), per example.
 
 D(x) = sigmoid(logit). Every function returns one value per example (shape [B]);
 the models average them over the global batch. Pick a pair with `get(name)`.
 """
 
+import math
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -204,6 +206,32 @@ def mutual_information_loss(
             labels=tf.cast(categories, tf.int32), logits=category_logits
         )
     return loss
+
+
+def feature_reconstruction_loss(real_features: TensorLike, reconstructed_features: TensorLike) -> tf.Tensor:
+    """-log N(Dis_l(x) | Dis_l(x~), I) per example: the VAE-GAN's reconstruction
+    term, a Gaussian of unit variance in the feature space of a hidden layer l
+    of the discriminator (Larsen et al. 2016, eq. 8):
+
+        L_llike = 1/2 sum_j (f_j - f~_j)^2 + d/2 log 2 pi,   f = Dis_l(x), f~ = Dis_l(x~),
+
+    d the number of features.
+
+    Args:
+      real_features: Dis_l(x), [B, d] (or [B, ...], flattened).
+      reconstructed_features: Dis_l(x~) of the reconstructions, the same shape.
+
+    Returns:
+      L_llike per example, float32 [B]."""
+    f = tf.cast(_rows(real_features), tf.float32)
+    f_rec = tf.cast(_rows(reconstructed_features), tf.float32)
+    d = tf.cast(tf.shape(f)[1], tf.float32)
+    return 0.5 * tf.reduce_sum(tf.square(f - f_rec), axis=1) + 0.5 * d * math.log(2.0 * math.pi)
+
+
+def _rows(x):
+    x = tf.convert_to_tensor(x)
+    return tf.reshape(x, [tf.shape(x)[0], -1])
 
 
 LOSSES = {

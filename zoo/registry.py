@@ -6,6 +6,7 @@ from zoo.bigan import BiGAN
 from zoo.gan import CGAN, DCGAN, GAN
 from zoo.infogan import InfoGAN
 from zoo.vae import CVAE, VAE
+from zoo.vaegan import VAEGAN
 
 MODELS = {
     "ae": AE,
@@ -17,6 +18,7 @@ MODELS = {
     "dcgan": DCGAN,
     "cgan": CGAN,
     "infogan": InfoGAN,
+    "vaegan": VAEGAN,
 }
 
 
