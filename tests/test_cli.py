@@ -253,18 +253,17 @@ def test_evaluate_prints_one_json_line(cvae_run, tmp_path):
     assert result["iwae_conditional_unnormalised"] >= result["elbo_conditional_unnormalised"] - 0.5
     assert json.load(open(os.path.join(workdir, "eval.json"))) == result
     assert 0 <= result["coverage"] <= 1 and result["density"] >= 0
+    # The command line is the same for any flag: the two variants below run in this
+    # process (evaluate_workdir, what the command calls), sparing two TensorFlow start-ups.
+    from train import evaluate
+
     # another latent sampler: a Gaussian fitted to the training codes (train.run fitted it)
-    proc = run_module("train.evaluate", f"--workdir={workdir}", f"--cache_dir={tmp_path}", "--num_samples=100",
-                      "--sampler=gaussian")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    fitted = json.loads(proc.stdout.strip().splitlines()[-1])
+    fitted = json.loads(json.dumps(evaluate.evaluate_workdir(workdir, str(tmp_path), 100, sampler="gaussian")))
     assert fitted["sampler"] == "gaussian" and fitted["fcd"] != result["fcd"]
     assert json.load(open(os.path.join(workdir, "eval-gaussian.json"))) == fitted
     # the gmm sampler refitted with other components and seed, the model otherwise as trained
-    proc = run_module("train.evaluate", f"--workdir={workdir}", f"--cache_dir={tmp_path}", "--num_samples=100",
-                      "--sampler_components=3", "--sampler_seed=1")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    refit = json.loads(proc.stdout.strip().splitlines()[-1])
+    refit = json.loads(json.dumps(evaluate.evaluate_workdir(workdir, str(tmp_path), 100, sampler_components=3,
+                                                            sampler_seed=1)))
     assert (refit["sampler_components"], refit["sampler_seed"]) == (3, 1) and refit["fcd"] != result["fcd"]
     assert refit["linear_probe_accuracy"] == result["linear_probe_accuracy"]  # the same encoder
     assert json.load(open(os.path.join(workdir, "eval-gmm3-seed1.json"))) == refit
