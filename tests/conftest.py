@@ -4,13 +4,6 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Three test workers (setup.cfg) share the machine's cores, each with its
-# subprocesses: TensorFlow's thread pools, each as wide as the machine, would
-# spin against one another. One thread per pool (set before TensorFlow starts,
-# inherited by every subprocess) took test_contract, test_gan and test_vae
-# from 149 to 130 s on 2 cores, and their CPU time from 266 to 239 s.
-for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 import pytest  # noqa: E402
 
