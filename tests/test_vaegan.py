@@ -65,7 +65,8 @@ def test_each_optimizer_descends_its_own_loss_on_its_own_network(digits64):
     # without the GAN term the encoder's gradient would differ: the test can tell
     with tf.GradientTape() as tape:
         terms, _ = model.losses_of(x, model._seed(), training=True)
-        wrong = tf.reduce_mean(terms["enc_loss"] + terms["dec_loss"])
+        gan_term = terms["dec_loss"] - model.config.gamma * terms["feature_nll"]
+        wrong = tf.reduce_mean(terms["enc_loss"] + gan_term)
     wrong_grads = tape.gradient(wrong, model.encoder.trainable_variables)
     assert max(float(np.max(np.abs(a - b))) for a, b in
                zip(gradients(model, x, "enc"), wrong_grads)) > 1e-4
@@ -75,12 +76,22 @@ def test_each_optimizer_descends_its_own_loss_on_its_own_network(digits64):
             np.testing.assert_allclose(got, want, atol=2e-6, err_msg=player)
 
 
-def test_the_decoder_loss_weighs_the_feature_term_by_gamma(digits64):
+def test_each_players_loss_is_its_formula(digits64):
+    """From one pass's logits (real, reconstructed, sampled): D's loss is
+    1/2 [d(x, x~) + d(x, x_p)], the decoder's gamma L_llike + 1/2 [g(x~) +
+    g(x_p)], the encoder's KL + L_llike (non_saturating: d = -log D(x) -
+    log(1 - D(fake)), g = -log D(fake))."""
     x = tf.constant(digits64[0][:16])
     seed = tf.constant([1, 2], tf.int64)
-    terms = {g: build(gamma=g).losses_of(x, seed)[0] for g in (0.0, 1.0)}
-    np.testing.assert_allclose(terms[1.0]["dec_loss"] - terms[0.0]["dec_loss"], terms[1.0]["feature_nll"], rtol=1e-5)
-    np.testing.assert_allclose(terms[1.0]["enc_loss"], terms[1.0]["kl"] + terms[1.0]["feature_nll"], rtol=1e-6)
+    model = build(gamma=0.3)
+    terms, (real, rec, sampled) = model.losses_of(x, seed)
+    softplus = lambda v: np.log1p(np.exp(v))  # noqa: E731  -log sigmoid(-v)
+    real, rec, sampled = (np.asarray(v, np.float64) for v in (real, rec, sampled))
+    d_expected = softplus(-real) + 0.5 * (softplus(rec) + softplus(sampled))
+    np.testing.assert_allclose(terms["d_loss"], d_expected, rtol=1e-5)
+    dec_expected = 0.3 * np.asarray(terms["feature_nll"]) + 0.5 * (softplus(-rec) + softplus(-sampled))
+    np.testing.assert_allclose(terms["dec_loss"], dec_expected, rtol=1e-5)
+    np.testing.assert_allclose(terms["enc_loss"], terms["kl"] + terms["feature_nll"], rtol=1e-6)
 
 
 def test_equilibrium_gates():
@@ -90,6 +101,8 @@ def test_equilibrium_gates():
     assert [bool(g) for g in model.gates((half, half, half))] == [True, True]
     sure = logit(0.9)  # D right about real images (-log 0.9 = 0.11 < 0.38): D rests
     assert [bool(g) for g in model.gates((sure, -sure, -sure))] == [False, True]
+    assert [bool(g) for g in model.gates((sure, half, half))] == [False, True]  # the real arm alone
+    assert [bool(g) for g in model.gates((half, -sure, -sure))] == [False, True]  # the fakes' arm alone
     fooled = logit(0.2)  # -log 0.2 = 1.6 > 0.98: the decoder rests
     assert [bool(g) for g in model.gates((fooled, half, half))] == [True, False]
     # both would rest (real too easy, fakes too hard): both update
@@ -151,6 +164,8 @@ def test_options_are_checked():
         build(gamma=-1.0)
     with pytest.raises(ValueError, match="not valid|choose one of|valid"):
         build(loss="wasserstein_gp")
+    with pytest.raises(ValueError, match="equilibrium_margin needs a loss whose D is a sigmoid"):
+        build(loss="hinge", equilibrium_margin=0.3)
 
 
 def test_mirrored_strategy_matches_one_device():

@@ -145,6 +145,8 @@ def apply_if(optimizer, grads, variables, condition):
     called. The update is made and then undone, so no synchronisation point
     (the all-reduce of the gradients) sits inside control flow, which
     MirroredStrategy cannot run."""
+    if not optimizer.built:  # its moments must exist before the snapshot, to be restored
+        optimizer.build(variables)
     state = [_tf_variable(v) for v in list(variables) + list(optimizer.variables)]
     before = [tf.identity(v) for v in state]
     optimizer.apply(grads, variables)
@@ -156,7 +158,7 @@ def apply_if(optimizer, grads, variables, condition):
         for v, old in zip(state, before):
             strategy.extended.update(v, keep_or_restore, args=(condition, old), group=False)
 
-    if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
+    if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
         tf.distribute.get_replica_context().merge_call(restore, args=(condition, before))
     else:
         for v, old in zip(state, before):
@@ -165,10 +167,11 @@ def apply_if(optimizer, grads, variables, condition):
 
 def all_reduced_mean(per_example):
     """The mean of `per_example` over the global batch, the same on every
-    replica (an all-reduce of global_mean; global_mean itself in a cross-replica context)."""
+    replica (an all-reduce of global_mean; in a cross-replica context
+    `per_example` is the global batch already, and its mean is returned)."""
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
-        return global_mean(per_example)
+        return tf.reduce_mean(tf.cast(per_example, tf.float32))
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, global_mean(per_example))
 
 

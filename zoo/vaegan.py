@@ -48,6 +48,7 @@ from zoo import base, distributions, ema, losses, nets, samplers
 from zoo.base import option
 
 VAEGAN_LOSSES = ("non_saturating", "minimax", "least_squares", "hinge")  # the pairs without a penalty term
+SIGMOID_LOSSES = ("non_saturating", "minimax")  # whose logits are log-odds, as the equilibrium gating reads them
 EQUILIBRIUM = 0.68  # the authors' code: about log 2, the cross-entropy of a D that cannot tell
 
 _POSTERIOR, _PRIOR = 1, 2  # random streams of one train step
@@ -110,6 +111,10 @@ class VAEGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooM
             raise ValueError(f"width must be > 0, got {c.width!r}")
         if c.gamma < 0.0 or c.equilibrium_margin < 0.0:
             raise ValueError(f"gamma and equilibrium_margin must be >= 0, got {c.gamma!r} and {c.equilibrium_margin!r}")
+        if c.equilibrium_margin and c.loss not in SIGMOID_LOSSES:
+            # its thresholds are cross-entropies of D's probabilities, which the other losses' logits are not
+            raise ValueError(f"equilibrium_margin needs a loss whose D is a sigmoid probability "
+                             f"({', '.join(SIGMOID_LOSSES)}), got loss={c.loss!r}")
         self.d_loss_fn, self.g_loss_fn = losses.get(c.loss)
         self.encoder = nets.encoder(c.net, self.image_shape, distributions.posterior_size("diagonal", self.latent_dim))
         self.decoder = nets.generator(c.net, self.latent_dim, self.image_shape, name="decoder", width=c.width)
@@ -161,7 +166,8 @@ class VAEGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooM
         z = q.bijector.forward(eps)  # mu + sigma eps: reparameterised
         z_prior = base.replica_normal(n, self.latent_dim, tf.random.experimental.stateless_fold_in(seed, _PRIOR))
         # One call of Dec on both codes and one of Dis on all three batches: Dis
-        # has no batch norm, so each row's output is its own.
+        # has no batch norm, so each row's output is its own; Dec's batch norm
+        # (conv nets) normalises reconstructions and prior samples together.
         fakes = self.decoder(tf.concat([z, z_prior], 0), training=training)
         logits, features = self.discriminator(tf.concat([x, tf.cast(fakes, x.dtype)], 0), training=training)
         logits = tf.reshape(tf.cast(logits, tf.float32), [3, n])
