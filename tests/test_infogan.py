@@ -76,7 +76,7 @@ def info_loss(model, images, z):
 def test_each_player_lowers_l_i_and_moves_only_its_networks(digits64):
     """D's updates move D and Q (not G) and lower L_I of fixed fakes; G's
     updates move G only, and also lower it: both maximise the bound on I."""
-    model = build()
+    model = build(info_weight=1.0)
     x, _ = digits64
     z = tf.random.stateless_normal([64, 8], [3, 4])
     before = info_loss(model, x, z)
@@ -99,7 +99,7 @@ def test_each_player_lowers_l_i_and_moves_only_its_networks(digits64):
 
 
 def test_train_step_tracks_the_info_loss_in_each_players_loss(digits64):
-    model = build(real_target=1.0)
+    model = build(real_target=1.0, info_weight=1.0)
     x, _ = digits64
     logs = model.train_step(x)
     assert set(logs) == {"d_loss", "g_loss", "d_real", "d_fake", "info_loss"}
