@@ -17,6 +17,11 @@ def _flat(logits):
     return tf.reshape(tf.cast(logits, tf.float32), [-1])
 
 
+def _rows(x):
+    x = tf.convert_to_tensor(x)
+    return tf.reshape(x, [tf.shape(x)[0], -1])
+
+
 def minimax_discriminator_loss(real_logits: TensorLike, fake_logits: TensorLike, real_target: float = 1.0) -> tf.Tensor:
     """-[t log D(x) + (1 - t) log(1 - D(x))] - log(1 - D(G(z))).
 
@@ -159,7 +164,7 @@ def gradient_penalty(
     with tf.GradientTape() as tape:
         tape.watch(mixed)
         logits = critic(mixed)
-    grads = tf.reshape(tape.gradient(logits, mixed), [tf.shape(real)[0], -1])
+    grads = _rows(tape.gradient(logits, mixed))
     norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=1) + 1e-12)
     return weight * tf.square(norm - 1.0)
 
@@ -173,7 +178,7 @@ def r1_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: TensorLike, weigh
     with tf.GradientTape() as tape:
         tape.watch(real)
         logits = critic(real)
-    grads = tf.reshape(tape.gradient(logits, real), [tf.shape(real)[0], -1])
+    grads = _rows(tape.gradient(logits, real))
     return 0.5 * weight * tf.reduce_sum(tf.square(grads), axis=1)
 
 
@@ -227,11 +232,6 @@ def feature_reconstruction_loss(real_features: TensorLike, reconstructed_feature
     f_rec = tf.cast(_rows(reconstructed_features), tf.float32)
     d = tf.cast(tf.shape(f)[1], tf.float32)
     return 0.5 * tf.reduce_sum(tf.square(f - f_rec), axis=1) + 0.5 * d * math.log(2.0 * math.pi)
-
-
-def _rows(x):
-    x = tf.convert_to_tensor(x)
-    return tf.reshape(x, [tf.shape(x)[0], -1])
 
 
 LOSSES = {

@@ -44,7 +44,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo import base, distributions, ema, losses, nets, samplers
+from zoo import base, distributions, ema, gan, losses, nets, samplers
 from zoo.base import option
 
 VAEGAN_LOSSES = ("non_saturating", "minimax", "least_squares", "hinge")  # the pairs without a penalty term
@@ -253,9 +253,10 @@ class VAEGAN(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooM
         }
 
     def compile_defaults(self, learning_rate=None):
-        """Adam(lr, beta_1=0.5) for each network, lr = learning_rate or 2e-4 (Radford et al.)."""
+        """gan.default_optimizer, Adam(lr, beta_1=0.5), for each network, lr =
+        learning_rate or 2e-4 (Radford et al.)."""
         lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
-        return {name: keras.optimizers.Adam(lr, beta_1=0.5) for name in self.optimizer_names}
+        return {name: gan.default_optimizer(self.config.loss, lr) for name in self.optimizer_names}
 
     # -- serving ------------------------------------------------------------------
     def _serve_discriminate(self):
