@@ -25,11 +25,12 @@ def run_module(*args, timeout=600, env=None, cwd=None):
 def small_options(name, latent_dim=4, **extra):
     """Options of model `name` for tiny test shapes, the ones its Config has:
     latent_dim, and for a model that reads codes from z (InfoGAN) codes that
-    fit in it (2 categories, 1 continuous code); then `extra`."""
+    fit in it (2 categories, 1 continuous code), and for a model trained in
+    stages (VQ-VAE) a first stage of one step; then `extra`."""
     import zoo
 
     config = zoo.default_config(name)
-    options = {"latent_dim": latent_dim, "categories": 2, "continuous": 1, **extra}
+    options = {"latent_dim": latent_dim, "categories": 2, "continuous": 1, "vq_steps": 1, **extra}
     return {k: v for k, v in options.items() if k in config}
 
 

@@ -8,7 +8,7 @@ import zoo
 from zoo.base import CAPABILITIES
 
 METHODS = {
-    "encoder": ("encode", "encode_all", "reconstruct"),
+    "encoder": ("encode", "encode_all"),
     "decoder": ("decode",),
     "fitted_sampler": ("fit_sampler", "try_fit_sampler"),
     "likelihood": ("elbo_terms", "iwae_bound", "bound_kind", "evaluation_images"),

@@ -24,7 +24,10 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def build(name, image_shape, **options):
-    model = zoo.build(name, image_shape=image_shape, num_classes=10, latent_dim=4, net="conv", **options)
+    return _compiled(zoo.build(name, image_shape=image_shape, num_classes=10, latent_dim=4, net="conv", **options))
+
+
+def _compiled(model):
     model.compile(**model.compile_defaults())
     return model
 
@@ -32,12 +35,14 @@ def build(name, image_shape, **options):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """{name: version dir}: a 28x28 conv vae (its decoder's empty-batch quirk),
-    an 8x8 conv cgan (conditional)."""
+    an 8x8 conv cgan (conditional), an 8x8 vqvae (grids of code indices)."""
     base = str(tmp_path_factory.mktemp("serving"))
     return {
         # (verify=False: test_export checks the verification; these tests check in fresh processes themselves)
         "vae": saved_model.export(build("vae", (28, 28, 1), sampler="prior"), base, "vae", verify=False),
         "cgan": saved_model.export(build("cgan", (8, 8, 1)), base, "cgan", verify=False),
+        "vqvae": saved_model.export(_compiled(zoo.build("vqvae", image_shape=(8, 8, 1), codebook_size=8, prior_filters=8,
+                                                        prior_layers=2)), base, "vqvae", verify=False),
     }
 
 
@@ -89,6 +94,21 @@ BAD_CGAN = [
     (("sample", {"num_samples": i32(3), "seed": i32(0), "labels": LABELS}),
      r"inputs labels and num_samples must have the same number"),
 ]
+CODES = np.zeros((2, 4, 4), i32)
+BAD_VQVAE = [
+    (("decode", {"codes": np.full((2, 4, 4), 8, i32)}), r"input codes must be code indices in \[0, 8\)"),
+    (("decode", {"codes": -np.ones((2, 4, 4), i32)}), r"input codes must be code indices"),
+    (("decode", {"codes": np.zeros((2, 16), i32)}), r"input codes must have shape \[batch, 4, 4\]"),
+    (("decode", {"codes": np.zeros((2, 4, 4), f32)}), r"int32"),  # dtype: the runtime's own check
+    (("generate", {"z": np.zeros((2, 4), f32)}), r"input z must have shape \[batch, 16\]"),
+]
+GOOD_VQVAE = [
+    (("decode", {"codes": CODES}), {"images": [2, 8, 8, 1]}),
+    (("decode", {"codes": np.zeros((0, 4, 4), i32)}), {"images": [0, 8, 8, 1]}),
+    (("encode", {"images": np.zeros((2, 8, 8, 1), f32)}), {"codes": [2, 4, 4]}),
+    (("generate", {"z": np.zeros((3, 16), f32)}), {"images": [3, 8, 8, 1]}),
+    (("sample", {"num_samples": i32(2), "seed": i32(1)}), {"images": [2, 8, 8, 1]}),
+]
 # (request, the shapes of the answer)
 GOOD_VAE = [
     (("generate", {"z": Z}), {"images": [2, 28, 28, 1]}),
@@ -110,20 +130,21 @@ GOOD_CGAN = [
 def answers(exported, tmp_path_factory):
     """{case list: what the exports answered to each request}, all from one fresh process."""
     lists = {"bad vae": ("vae", BAD_VAE), "bad cgan": ("cgan", BAD_CGAN),
-             "good vae": ("vae", GOOD_VAE), "good cgan": ("cgan", GOOD_CGAN)}
+             "good vae": ("vae", GOOD_VAE), "good cgan": ("cgan", GOOD_CGAN),
+             "bad vqvae": ("vqvae", BAD_VQVAE), "good vqvae": ("vqvae", GOOD_VQVAE)}
     results = probe([(exported[name], [c for c, _ in cases]) for name, cases in lists.values()],
                     tmp_path_factory.mktemp("probe"))
     return {key: list(zip(cases, result)) for (key, (_, cases)), result in zip(lists.items(), results)}
 
 
-@pytest.mark.parametrize("model", ["vae", "cgan"])
+@pytest.mark.parametrize("model", ["vae", "cgan", "vqvae"])
 def test_bad_inputs_get_an_invalid_argument_naming_the_input(answers, model):
     for (case, pattern), result in answers[f"bad {model}"]:
         assert result.get("error") == "InvalidArgumentError", (model, case[0], result)
         assert re.search(pattern, result["message"]), (model, case[0], result["message"])
 
 
-@pytest.mark.parametrize("model", ["vae", "cgan"])
+@pytest.mark.parametrize("model", ["vae", "cgan", "vqvae"])
 def test_good_and_empty_requests_answer_the_declared_shapes(answers, model):
     for (case, shapes), result in answers[f"good {model}"]:
         assert result.get("ok") == shapes, (model, case[0], result)
@@ -255,8 +276,8 @@ def test_export_run_writes_the_model_config_list(exported, tmp_path):
     proc = run_module("export.run", f"--export_base={base}", f"--model_config={config}", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = config.read_text()
-    assert text.startswith("model_config_list {") and text.count("config {") == 2
-    for name in ("cgan", "vae"):
+    assert text.startswith("model_config_list {") and text.count("config {") == len(exported)
+    for name in exported:
         assert f'name: "{name}"' in text and f'base_path: "{os.path.join(os.path.abspath(base), name)}"' in text
     from tensorflow_serving.config import model_server_config_pb2
     from google.protobuf import text_format

@@ -15,6 +15,7 @@ from zoo.infogan import InfoGAN
 from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
 from zoo.vaegan import VAEGAN
+from zoo.vqvae import VQVAE
 
 
 def build(name: str, image_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10, **config) -> keras.Model:
@@ -40,4 +41,4 @@ def default_config(name: str) -> dict:
     return dataclasses.asdict(get(name).Config())
 
 
-__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN", "VAEGAN"]
+__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN", "VAEGAN", "VQVAE"]

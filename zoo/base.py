@@ -18,7 +18,7 @@ KERAS_KWARGS = ("name", "trainable", "dtype")
 
 # The capabilities a model class can declare, and the methods each promises:
 CAPABILITIES = {
-    "encoder": "encode(images, labels) -> codes [B, J], encode_all, reconstruct",
+    "encoder": "encode(images, labels) -> codes [B, J], encode_all",
     "decoder": "decode(z, labels) -> images in [0, 1]",
     "fitted_sampler": "fit_sampler / try_fit_sampler: generate from a distribution fitted to the training codes",
     "likelihood": "elbo_terms and iwae_bound: bounds on log p(x) (log p(x | y) if conditional), "
@@ -173,6 +173,15 @@ def all_reduced_mean(per_example):
     if ctx is None:
         return tf.reduce_mean(tf.cast(per_example, tf.float32))
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, global_mean(per_example))
+
+
+def all_reduced_sum(value):
+    """The sum of `value` over the replicas, the same on every replica
+    (`value` itself in a cross-replica context or on one device)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def step_seed(base_seed, step, stream):

@@ -214,3 +214,66 @@ class SpectralNormalization(keras.layers.Wrapper):
         config = super().get_config()
         config.pop("autocast", None)
         return {**config, "power_iterations": self.power_iterations}
+
+
+MASKS = ("vertical", "horizontal")
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class MaskedConv2D(keras.layers.Conv2D):
+    """A 'same'-padded Conv2D whose k x k kernel (k odd, centre c = k // 2) is
+    multiplied by a fixed 0/1 mask, the causal convolutions of the gated
+    PixelCNN (van den Oord et al. 2016, "Conditional image generation with
+    PixelCNN decoders"). For the output at (i, j) the mask keeps
+
+        vertical:   the rows above, i - c .. i - 1 (and row i when include_centre);
+        horizontal: row i, columns j - c .. j - 1 (and column j when include_centre).
+
+    Without the centre (the first layer, mask 'A') an output never reads the
+    input at its own position; with it (mask 'B', later layers) it reads the
+    previous layer's output there, which itself saw only earlier positions."""
+
+    def __init__(self, filters, kernel_size, mask="vertical", include_centre=False, **kwargs):
+        if mask not in MASKS:
+            raise ValueError(f"mask={mask!r} is not valid; choose one of: {', '.join(MASKS)}")
+        kwargs["padding"] = "same"
+        super().__init__(filters, kernel_size, **kwargs)
+        k = self.kernel_size
+        if k[0] != k[1] or k[0] % 2 == 0:
+            raise ValueError(f"a masked convolution needs an odd square kernel, got {k}")
+        self.mask = mask
+        self.include_centre = bool(include_centre)
+        self._mask = tf.constant(causal_mask(k[0], mask, include_centre), tf.float32)[:, :, None, None]
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, kernel * tf.cast(self._mask, kernel.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("padding", None)
+        return {**config, "mask": self.mask, "include_centre": self.include_centre}
+
+
+def causal_mask(k, mask, include_centre):
+    """The k x k 0/1 kernel mask of MaskedConv2D (a nested list, rows first)."""
+    c = k // 2
+    rows = []
+    for r in range(k):
+        if mask == "vertical":
+            rows.append([1.0 if r < c or (include_centre and r == c) else 0.0] * k)
+        else:
+            rows.append([1.0 if r == c and (q < c or (include_centre and q == c)) else 0.0 for q in range(k)])
+    return rows
+
+
+@keras.saving.register_keras_serializable(package="genzoo")
+class Gate(keras.layers.Layer):
+    """The gated activation of the gated PixelCNN: tanh(a) * sigmoid(b), with a
+    and b the first and second halves of the input's channels."""
+
+    def call(self, x):
+        a, b = keras.ops.split(x, 2, axis=-1)
+        return keras.ops.tanh(a) * keras.ops.sigmoid(b)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] // 2)

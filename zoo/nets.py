@@ -292,3 +292,71 @@ def critic(in_dim, hidden=512, name="critic"):
         h = layers.LeakyReLU(0.2)(layers.Dense(units)(h))
     out = layers.Dense(1, dtype="float32", name="logit")(h)
     return keras.Model(v, out, name=name)
+
+
+def grid_downsamplings(image_shape):
+    """Halvings from the image to a code grid (VQ-VAE): at most two, so 28x28
+    -> 7x7, 32x32 -> 8x8, 64x64 -> 16x16 (the paper's 4x compression per side)."""
+    return downsamplings(image_shape, max_steps=2)
+
+
+def code_grid(image_shape):
+    """(h, w) of the code grid of `image_shape` (grid_downsamplings)."""
+    k = grid_downsamplings(image_shape)
+    return image_shape[0] // 2**k, image_shape[1] // 2**k
+
+
+def grid_encoder(image_shape, code_dim, name="encoder"):
+    """x -> a grid of vectors [h, w, code_dim] (code_grid): stride-2 4x4
+    convolutions of 32, 64 filters with ReLU (the encoders' trunk, kept
+    spatial), then a 1x1 convolution to code_dim."""
+    image = keras.Input(tuple(image_shape), name="images")
+    h = image
+    for i in range(grid_downsamplings(image_shape)):
+        h = layers.Conv2D(32 * 2**i, 4, strides=2, padding="same", activation="relu")(h)
+    out = layers.Conv2D(code_dim, 1, dtype="float32", name="out")(h)
+    return keras.Model(image, out, name=name)
+
+
+def grid_decoder(code_dim, image_shape, name="decoder"):
+    """A grid of vectors [h, w, code_dim] -> [H, W, C] raw outputs: a 3x3
+    convolution, stride-2 4x4 transposed convolutions halving the filters
+    (grid_encoder mirrored), ReLU between, and a 3x3 convolution to C."""
+    k = grid_downsamplings(image_shape)
+    grid = keras.Input((*code_grid(image_shape), code_dim), name="codes")
+    h = layers.Conv2D(32 * 2 ** (k - 1), 3, padding="same", activation="relu")(grid)
+    for i in reversed(range(k)):
+        h = layers.Conv2DTranspose(32 * 2**i, 4, strides=2, padding="same", activation="relu")(h)
+    out = layers.Conv2D(image_shape[-1], 3, padding="same", dtype="float32", name="out")(h)
+    return keras.Model(grid, out, name=name)
+
+
+def gated_pixelcnn(grid_shape, num_codes, filters=64, num_layers=5, first_kernel=5, kernel=3, name="prior"):
+    """Code indices [h, w] (ints in [0, num_codes)) -> logits [h, w, num_codes]
+    of p(c_ij | the codes before (i, j) in raster order): the gated PixelCNN
+    (van den Oord et al. 2016) over an embedding of the codes.
+
+    Each layer keeps a vertical stack v (reads the rows above) and a
+    horizontal stack h (reads the row to the left), zoo.layers.MaskedConv2D:
+
+        v' = gate(V * v),   h' = h + W (gate(H * h + U (V * v))),   gate(x) = tanh(a) * sigmoid(b)
+
+    with 2 * filters channels before each gate and 1x1 convolutions U, W.
+    The first layer (first_kernel x first_kernel, mask A) excludes the
+    current position and has no residual; the others (kernel x kernel, mask B)
+    include it. Head: ReLU, 1x1 to `filters`, ReLU, 1x1 to num_codes."""
+    codes = keras.Input(tuple(grid_shape), dtype="int32", name="codes")
+    x = layers.Embedding(num_codes, filters)(codes)
+    v, h = x, x
+    for i in range(num_layers):
+        first = i == 0
+        k = first_kernel if first else kernel
+        v_pre = zoo_layers.MaskedConv2D(2 * filters, k, mask="vertical", include_centre=not first)(v)
+        h_pre = zoo_layers.MaskedConv2D(2 * filters, k, mask="horizontal", include_centre=not first)(h)
+        h_pre = layers.Add()([h_pre, layers.Conv2D(2 * filters, 1)(v_pre)])
+        v = zoo_layers.Gate()(v_pre)
+        h_out = layers.Conv2D(filters, 1)(zoo_layers.Gate()(h_pre))
+        h = h_out if first else layers.Add()([h, h_out])
+    out = layers.Conv2D(filters, 1, activation="relu")(layers.ReLU()(h))
+    out = layers.Conv2D(num_codes, 1, dtype="float32", name="logits")(out)
+    return keras.Model(codes, out, name=name)

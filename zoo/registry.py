@@ -7,6 +7,7 @@ from zoo.gan import CGAN, DCGAN, GAN
 from zoo.infogan import InfoGAN
 from zoo.vae import CVAE, VAE
 from zoo.vaegan import VAEGAN
+from zoo.vqvae import VQVAE
 
 MODELS = {
     "ae": AE,
@@ -19,6 +20,7 @@ MODELS = {
     "cgan": CGAN,
     "infogan": InfoGAN,
     "vaegan": VAEGAN,
+    "vqvae": VQVAE,
 }
 
 

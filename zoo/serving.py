@@ -24,6 +24,8 @@ def spec(model, name):
         return tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
     if name == "labels":
         return tf.TensorSpec([None], tf.int32, name="labels")
+    if name == "codes":  # a grid of code indices (VQ-VAE)
+        return tf.TensorSpec([None, *model.code_grid], tf.int32, name="codes")
     if name in ("num_samples", "seed"):
         # A scalar, declared of unknown shape: TF Serving's REST row format sends
         # it as [1], and a declared [] would let graph optimisers assume it.
@@ -68,6 +70,12 @@ def _value_checks(model, name, x):
         return [tf.debugging.Assert(
             inside, [f"input labels must be class indices in [0, {model.num_classes}); got min and max",
                      tf.reduce_min(flat), tf.reduce_max(flat)])]
+    if name == "codes":
+        flat = tf.reshape(x, [-1])
+        inside = tf.logical_and(tf.reduce_all(flat >= 0), tf.reduce_all(flat < model.num_codes))
+        return [tf.debugging.Assert(
+            inside, [f"input codes must be code indices in [0, {model.num_codes}); got min and max",
+                     tf.reduce_min(flat), tf.reduce_max(flat)])]
     if name == "num_samples":
         inside = tf.logical_and(x >= 0, x <= MAX_SAMPLES)
         return [tf.debugging.Assert(inside, [f"input num_samples must be in [0, {MAX_SAMPLES}]; got", x])]
@@ -81,6 +89,8 @@ def _dims(model, name):
         return list(model.image_shape)
     if name == "labels":
         return []
+    if name == "codes":
+        return list(model.code_grid)
     return None  # scalars
 
 
@@ -92,7 +102,7 @@ def checked(model, inputs):
         inputs = {name: tf.reshape(x, []) if _dims(model, name) is None else tf.identity(x)
                   for name, x in inputs.items()}
     value_checks = [op for name, x in inputs.items() for op in _value_checks(model, name, x)]
-    rows = {name: tf.raw_ops.Shape(input=x, out_type=tf.int32)[0] for name, x in inputs.items() if name in ("z", "images", "labels")}
+    rows = {name: tf.raw_ops.Shape(input=x, out_type=tf.int32)[0] for name, x in inputs.items() if name in ("z", "images", "labels", "codes")}
     if "num_samples" in inputs:
         rows["num_samples"] = inputs["num_samples"]
     if len(rows) > 1:
