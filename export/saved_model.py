@@ -59,7 +59,8 @@ def model_config_list(export_base):
 
 def example_inputs(signature, num_classes, n=3, seed=0):
     """A small batch for every input of a typed tf.function: images in [0, 1],
-    z ~ N(0, I), labels in [0, num_classes), num_samples n, seed `seed`."""
+    z ~ N(0, I), labels in [0, num_classes), code indices in [0, 2),
+    num_samples n, seed `seed`."""
     rng = np.random.RandomState(seed)
     inputs = {}
     for spec in signature.input_signature:
@@ -67,7 +68,9 @@ def example_inputs(signature, num_classes, n=3, seed=0):
             inputs[spec.name] = np.int32(n if spec.name == "num_samples" else seed)
             continue
         shape = [n, *spec.shape[1:]]
-        if spec.dtype == tf.int32:
+        if spec.name == "codes":  # code indices (VQ-VAE): every codebook has at least 2 codes
+            inputs[spec.name] = rng.randint(0, 2, size=shape).astype(np.int32)
+        elif spec.dtype == tf.int32:
             inputs[spec.name] = rng.randint(0, max(num_classes, 1), size=shape).astype(np.int32)
         elif spec.name == "images":
             inputs[spec.name] = rng.rand(*shape).astype(np.float32)

@@ -55,6 +55,7 @@ OTHER_CASES = {
     "vqvae": ("vqvae", dict(codebook_size=8, code_dim=3, prior_filters=8, prior_layers=2, vq_steps=1)),
     "vqvae_loss": ("vqvae", dict(codebook_size=8, code_dim=3, prior_filters=8, prior_layers=2, vq_steps=1,
                                  codebook_update="loss")),
+    "vqvae_prior": ("vqvae", dict(codebook_size=8, code_dim=3, prior_filters=8, prior_layers=2, vq_steps=0)),
     "gan_conv_32_rgb": ("gan", dict(latent_dim=8, d_dropout=0.0, net="conv", width=0.125, image_shape=(32, 32, 3))),
 }
 

@@ -18,7 +18,7 @@ KERAS_KWARGS = ("name", "trainable", "dtype")
 
 # The capabilities a model class can declare, and the methods each promises:
 CAPABILITIES = {
-    "encoder": "encode(images, labels) -> codes [B, J], encode_all",
+    "encoder": "encode(images, labels) -> codes [B, J], encode_all, reconstruct",
     "decoder": "decode(z, labels) -> images in [0, 1]",
     "fitted_sampler": "fit_sampler / try_fit_sampler: generate from a distribution fitted to the training codes",
     "likelihood": "elbo_terms and iwae_bound: bounds on log p(x) (log p(x | y) if conditional), "

@@ -34,12 +34,14 @@ sum_{l <= k} p(l | c_<ij) > u_ij, so one z gives one image, as for every model
 of the zoo.
 
 Under tf.distribute every loss is a global-batch mean, the EMA statistics are
-all-reduced sums, and which stage a step belongs to is read from the
-optimizers' step counts, the same on every replica.
+all-reduced sums, the restarts draw from the gathered global batch, and which
+stage a step belongs to is read from the model's step counter, the same on
+every replica.
 """
 
 import dataclasses
 import math
+import weakref
 
 import keras
 import tensorflow as tf
@@ -50,10 +52,11 @@ from zoo.base import option
 CODEBOOK_UPDATES = ("ema", "loss")
 LAPLACE_EPSILON = 1e-5  # the Sonnet code's epsilon
 _RESTART = 1  # random stream of a train step
+# model -> its sample_codes as a tf.function, for eager calls; kept outside
+# the model, so that no save or export tracks it
+_COMPILED_SAMPLERS = weakref.WeakKeyDictionary()
 
 
-# 20 epochs of mnist5k in minibatches of 64 (78 steps each) train the
-# VQ-VAE; the default run's remaining 10 train the prior.
 @dataclasses.dataclass
 class VQVAEConfig:
     codebook_size: int = option(64, "K, the number of code vectors")
@@ -65,15 +68,19 @@ class VQVAEConfig:
     )
     codebook_decay: float = option(0.99, "g, the decay of the EMA codebook statistics")
     vq_steps: int = option(
-        1560, "train steps of the VQ-VAE (encoder, codebook, decoder); every later step trains the PixelCNN "
-        "prior on the codes of the frozen encoder (the default: 20 epochs of mnist5k in minibatches of 64)"
+        840, "train steps of the VQ-VAE (encoder, codebook, decoder); every later step trains the PixelCNN "
+        "prior on the codes of the frozen encoder (the default: 12 epochs of mnist5k's 4,500 train images in "
+        "minibatches of 64)"
     )
     restart_threshold: float = option(
         1.0, "a code whose moving usage (assignments per step, decay codebook_decay) falls below this restarts at a "
         "random encoder output of the batch (Jukebox's restart of dead codes); 0: never"
     )
     prior_filters: int = option(64, "channels of the PixelCNN prior's stacks")
-    prior_layers: int = option(5, "gated layers of the PixelCNN prior")
+    prior_layers: int = option(
+        0, "gated layers of the PixelCNN prior (0: max(h, w) - 2, the fewest whose receptive field covers the "
+        "h x w code grid: 5 for 28x28 images)"
+    )
 
 
 def nearest_codes(z, codebook):
@@ -95,8 +102,10 @@ def inverse_cdf_sample(logits, u):
     logits [N, K], u [N] in (0, 1) -> int32 [N] (a draw from the categorical
     distribution when u ~ U(0, 1))."""
     cdf = tf.cumsum(tf.nn.softmax(tf.cast(logits, tf.float32)), axis=-1)
-    k = tf.reduce_sum(tf.cast(cdf <= u[:, None], tf.int32), axis=-1)
-    return tf.minimum(k, tf.shape(logits)[-1] - 1)  # cdf's last entry may round below u
+    # u scaled by the cdf's last entry, which rounding may leave below 1: k stays
+    # below K, and a code of probability 0 is never drawn
+    k = tf.reduce_sum(tf.cast(cdf <= u[:, None] * cdf[:, -1:], tf.int32), axis=-1)
+    return tf.minimum(k, tf.shape(logits)[-1] - 1)
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
@@ -104,6 +113,9 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
     """VQ-VAE with a gated PixelCNN prior; see the module docstring.
 
     compile(vq_optimizer, prior_optimizer): Adam(1e-3) each by default.
+    `steps` counts train steps; Keras's model.optimizer (vq_optimizer) counts
+    only the first stage's, as prior_optimizer counts only the second's. A
+    learning-rate schedule (train.run --lr_decay) runs over both stages.
     encode_codes(x) -> code indices [B, h, w]; decode_codes(codes) -> images
     in [0, 1] (served as `encode` and `decode`); reconstruct(x); generate(n or z) -> images of codes
     drawn from the prior, z ~ N(0, I) [n, h * w] (latent_dim = h * w)."""
@@ -118,8 +130,8 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
     def __init__(self, image_shape, num_classes=0, **kwargs):
         super().__init__(image_shape, num_classes, **kwargs)
         c = self.config
-        if c.codebook_size < 2 or c.code_dim < 1 or c.prior_filters < 1 or c.prior_layers < 1:
-            raise ValueError("codebook_size must be >= 2 and code_dim, prior_filters, prior_layers >= 1; got "
+        if c.codebook_size < 2 or c.code_dim < 1 or c.prior_filters < 1 or c.prior_layers < 0:
+            raise ValueError("codebook_size must be >= 2, code_dim and prior_filters >= 1 and prior_layers >= 0; got "
                              f"{c.codebook_size}, {c.code_dim}, {c.prior_filters}, {c.prior_layers}")
         if c.commitment < 0 or c.restart_threshold < 0 or not 0.0 < c.codebook_decay < 1.0 or c.vq_steps < 0:
             raise ValueError(f"commitment, restart_threshold and vq_steps must be >= 0 and codebook_decay in (0, 1); "
@@ -129,7 +141,12 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
         self.num_codes = c.codebook_size
         self.encoder = nets.grid_encoder(self.image_shape, c.code_dim)
         self.decoder = nets.grid_decoder(c.code_dim, self.image_shape)
-        self.prior = nets.gated_pixelcnn(self.code_grid, c.codebook_size, c.prior_filters, c.prior_layers)
+        layers = c.prior_layers or max(1, max(self.code_grid) - 2)
+        self.prior = nets.gated_pixelcnn(self.code_grid, c.codebook_size, c.prior_filters, layers)
+        # Train steps taken: the stages and the restarts' seeds count them (neither
+        # optimizer's iterations do: each rests in the other's stage).
+        self.steps = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                     aggregation="only_first_replica", name="steps")
         ema = c.codebook_update == "ema"
         # usage N_k, also the EMA update's cluster sizes
         self.cluster_size = self.add_weight(
@@ -176,7 +193,16 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
 
     def sample_codes(self, z):
         """Code grids [n, h, w] drawn from the prior, position by position in
-        raster order, by inverse-CDF sampling with u = Phi(z), z [n, h * w]."""
+        raster order, by inverse-CDF sampling with u = Phi(z), z [n, h * w].
+        Called eagerly, it runs as one tf.function per model (h * w calls of
+        the prior in a graph loop, not in Python)."""
+        if tf.executing_eagerly():
+            if self not in _COMPILED_SAMPLERS:
+                _COMPILED_SAMPLERS[self] = tf.function(self._sample_codes, reduce_retracing=True)
+            return _COMPILED_SAMPLERS[self](tf.cast(z, tf.float32))
+        return self._sample_codes(z)
+
+    def _sample_codes(self, z):
         z = tf.cast(z, tf.float32)
         u = 0.5 * tf.math.erfc(-z / math.sqrt(2.0))  # Phi(z)
         n = tf.shape(z)[0]
@@ -263,14 +289,14 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
         flat = tf.reshape(z_e, [-1, self.config.code_dim])
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             flat = ctx.all_gather(flat, axis=0)
-        seed = base.step_seed(self.seed, self.train_steps_taken(), _RESTART)
+        seed = base.step_seed(self.seed, self.steps, _RESTART)
         rows = tf.random.stateless_uniform([self.num_codes], seed, 0, tf.shape(flat)[0], dtype=tf.int32)
         return size < self.config.restart_threshold, tf.gather(flat, rows)
 
     # -- the train step -------------------------------------------------------------
     def training_vq(self):
         """Whether this step trains the VQ-VAE (the first vq_steps) or the prior."""
-        return self.vq_optimizer.iterations < self.config.vq_steps
+        return self.steps < self.config.vq_steps
 
     def train_step(self, data):
         images, _ = base.unpack(data)
@@ -305,22 +331,23 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
         base.apply_if(self.prior_optimizer, prior_grads, prior_variables, tf.logical_not(stage_one))
         counts, sums = self.code_statistics(z_e, indices)
         self._update_codebook(counts, sums, z_e, stage_one)
+        self.steps.assign_add(1)
         return self._track(terms, counts, prior_nll, stage_two=tf.logical_not(stage_one))
 
     def _track(self, terms, counts, prior_nll, stage_two):
-        # prior_nll: the mean over stage-two steps (0 while none has run)
-        self._trackers["prior_nll"].update_state(prior_nll, sample_weight=tf.cast(stage_two, tf.float32))
+        # prior_nll: the mean over the examples of stage-two steps (0 while none has run)
+        weights = tf.fill(tf.shape(prior_nll), tf.cast(stage_two, tf.float32))
+        self._trackers["prior_nll"].update_state(prior_nll, sample_weight=weights)
         return self.track(**terms, perplexity=perplexity(counts), stage=1.0 + tf.cast(stage_two, tf.float32))
 
     def test_step(self, data):
         images, _ = base.unpack(data)
         terms, z_e, indices = self.losses_of(images)
         counts, _ = self.code_statistics(z_e, indices)
-        return self._track(terms, counts, self.prior_nll(indices), stage_two=tf.constant(True))
+        return self._track(terms, counts, self.prior_nll(indices), stage_two=tf.logical_not(self.training_vq()))
 
     def train_steps_taken(self):
-        # exactly one of the two optimizers steps per train step
-        return self.vq_optimizer.iterations + self.prior_optimizer.iterations
+        return self.steps
 
     # -- optimizers -----------------------------------------------------------------
     def optimizer_variables(self):
