@@ -25,12 +25,15 @@ def run_module(*args, timeout=600, env=None, cwd=None):
 def small_options(name, latent_dim=4, **extra):
     """Options of model `name` for tiny test shapes, the ones its Config has:
     latent_dim, and for a model that reads codes from z (InfoGAN) codes that
-    fit in it (2 categories, 1 continuous code), and for a model trained in
-    stages (VQ-VAE) a first stage of one step; then `extra`."""
+    fit in it (2 categories, 1 continuous code), for a model trained in
+    stages (VQ-VAE) a first stage of one step, and for the semi-supervised
+    AAE a style of latent_dim and no labelled examples (its own tests set
+    them); then `extra`."""
     import zoo
 
     config = zoo.default_config(name)
-    options = {"latent_dim": latent_dim, "categories": 2, "continuous": 1, "vq_steps": 1, **extra}
+    options = {"latent_dim": latent_dim, "style_dim": latent_dim, "categories": 2, "continuous": 1, "vq_steps": 1,
+               "labelled": 0, **extra}
     return {k: v for k, v in options.items() if k in config}
 
 

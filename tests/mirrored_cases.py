@@ -50,6 +50,8 @@ OTHER_CASES = {
     # from one pass (with the averages); with the equilibrium gating, whose gates are all-reduced.
     "vaegan": ("vaegan", dict(latent_dim=4, ema_decay=0.5)),
     "vaegan_gated": ("vaegan", dict(latent_dim=4, net="mlp", equilibrium_margin=0.05)),
+    # The semi-supervised AAE: prior draws and labelled rows cut from global draws, four updates.
+    "ssaae": ("ssaae", dict(style_dim=4, net="mlp", labelled=6, labelled_batch=4)),
     # VQ-VAE: step 1 trains the VQ-VAE (EMA statistics all-reduced, or the codebook by its loss),
     # step 2 the prior alone, the idle optimizer's update undone.
     "vqvae": ("vqvae", dict(codebook_size=8, code_dim=3, prior_filters=8, prior_layers=2, vq_steps=1)),

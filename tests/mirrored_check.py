@@ -59,7 +59,12 @@ def main(names):
     for name in names:
         keras.utils.set_random_seed(0)
         model_name, config = case(name)
-        initial = zoo.build(model_name, num_classes=CLASSES, **{"image_shape": SHAPE, **config}).get_weights()
+        model = zoo.build(model_name, num_classes=CLASSES, **{"image_shape": SHAPE, **config})
+        if model.can("semi_supervised") and model.labelled_count:  # its labelled examples are weights
+            rng = np.random.default_rng(1)
+            model.set_labelled(rng.random((model.labelled_count, *model.image_shape), dtype=np.float32),
+                               rng.integers(0, CLASSES, model.labelled_count))
+        initial = model.get_weights()
         one = trained(name, tf.distribute.get_strategy(), initial)
         two = trained(name, mirrored, initial)
         moved = max(float(np.max(np.abs(a - b))) for a, b in zip(one, initial))

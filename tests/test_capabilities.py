@@ -14,6 +14,7 @@ METHODS = {
     "likelihood": ("elbo_terms", "iwae_bound", "bound_kind", "evaluation_images"),
     "averaging": ("update_ema", "averaged_call"),
     "categorical_code": ("categories", "with_category"),
+    "semi_supervised": ("classify", "labelled_count", "set_labelled"),
 }
 
 
@@ -30,10 +31,11 @@ def test_declared_capabilities_agree_with_the_methods(name):
 
 def test_names_by_capability():
     assert set(METHODS) | {"conditional"} == set(CAPABILITIES)
-    assert zoo.names("categorical_code") == ["infogan"]
+    assert zoo.names("categorical_code") == ["infogan", "ssaae"]
+    assert zoo.names("semi_supervised") == ["ssaae"]
     assert zoo.names("likelihood") == ["cvae", "vae"]
     assert zoo.names("conditional") == ["cgan", "cvae"]
-    assert zoo.names("encoder") == ["aae", "ae", "bigan", "cvae", "vae", "vaegan"]
+    assert zoo.names("encoder") == ["aae", "ae", "bigan", "cvae", "ssaae", "vae", "vaegan"]
     for capability in CAPABILITIES:
         assert zoo.names(capability) == [n for n in zoo.names() if zoo.get(n).can(capability)]
     with pytest.raises(ValueError, match="unknown capability 'flies'; valid: encoder, decoder"):

@@ -30,7 +30,7 @@ SMALL = {"latent_dim": 8}  # and the GANs' nets at a quarter of their widths
 # train step of every model on its conv nets at 32x32x3 and generate at
 # 64x64x3 (test_conv_nets_*); here the folder, evaluation and export path.
 CASES = [("aae", 64), ("ae", 32), ("bigan", 64), ("cgan", 32), ("cvae", 64), ("dcgan", 32), ("gan", 64),
-         ("vae", 32), ("vaegan", 32)]
+         ("vae", 32), ("vaegan", 32), ("ssaae", 64), ("vqvae", 32)]
 
 
 @pytest.mark.parametrize("name, size", CASES)
@@ -43,9 +43,14 @@ def test_a_folder_trains_evaluates_and_exports_every_conv_model(folder, eval_cac
     from export import saved_model
     from train import evaluate, run
 
-    options = {**SMALL, "net": "conv"}
-    if "width" in zoo.get(name).Config.__dataclass_fields__:
+    fields = zoo.get(name).Config.__dataclass_fields__
+    options = {k: v for k, v in {**SMALL, "net": "conv"}.items() if k in fields}
+    if "width" in fields:
         options["width"] = 0.25
+    if "labelled" in fields:  # 2 labelled images of each of the folder's classes
+        options.update(labelled=4, labelled_batch=4)
+    if "prior_filters" in fields:
+        options["prior_filters"] = 8
     workdir = str(tmp_path / "w")
     config = {"model": name, "dataset": f"folder:{folder}", "image_size": size, "seed": 0,
               "data_cache_dir": str(tmp_path / "cache"), "model_options": options,

@@ -283,7 +283,7 @@ def test_export_run_writes_the_model_config_list(exported, tmp_path):
     from google.protobuf import text_format
 
     parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())  # TF Serving's own parser
-    assert [c.model_platform for c in parsed.model_config_list.config] == ["tensorflow", "tensorflow"]
+    assert [c.model_platform for c in parsed.model_config_list.config] == ["tensorflow"] * len(exported)
     with pytest.raises(saved_model.ExportError, match="no exported model under"):
         saved_model.model_config_list(str(tmp_path / "empty"))
 

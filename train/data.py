@@ -520,6 +520,27 @@ def write_folder(dataset, path, classes=None, per_class=None):
     return sum(counts.values())
 
 
+def labelled_subset(images, labels, n, num_classes, seed=0):
+    """(images [n, ...], labels [n]): n examples of the split with the same
+    number of each class (n // num_classes, the first classes one more for a
+    remainder), drawn with `seed`; what a semi-supervised model learns its
+    classes from. DatasetError if the data have no labels or too few of a class."""
+    if labels is None or num_classes < 2:
+        raise DatasetError("a semi-supervised model needs a labelled dataset; use --labelled=0 for data "
+                           "without labels")
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.RandomState(seed)
+    picked = []
+    for c in range(num_classes):
+        want = n // num_classes + (1 if c < n % num_classes else 0)
+        of_class = np.flatnonzero(labels == c)
+        if len(of_class) < want:
+            raise DatasetError(f"--labelled={n} needs {want} train images of class {c}, which has {len(of_class)}")
+        picked.append(rng.choice(of_class, want, replace=False))
+    rows = np.sort(np.concatenate(picked))
+    return np.asarray(images[rows], np.float32), labels[rows]
+
+
 def load_config(config):
     """load() of a train.run config (its dataset options)."""
     return load(config["dataset"], config.get("image_size"), config.get("channels"),

@@ -15,9 +15,12 @@ domain classifier is the standard substitute), cached per dataset:
                  images (about 1 when the model generalises, near 0 when it
                  copies its training images),
   conditional_accuracy for conditional models,
-  category_accuracy for models with an unsupervised categorical code
-                 (InfoGAN): the best-permutation agreement of the code with
-                 the classifier's class of the images it generates.
+  category_accuracy for models with a categorical code (InfoGAN, the
+                 semi-supervised AAE): the best-permutation agreement of the
+                 code with the classifier's class of the images it generates.
+Semi-supervised models (ssaae) add classification_error, the share of test
+images their classifier q(y | x) gets wrong, and `labelled`, the labelled
+train images it learnt from.
 Data without labels (an unlabelled folder, CelebA) has no such classifier: it
 gets a `note` saying so and, when Keras can load InceptionV3's ImageNet
 weights, fid, kid and their floors fid_reference and kid_reference in
@@ -230,7 +233,18 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, i
         out.update(_encoder_figures(model, dataset, cache_dir))
     if model.can("likelihood"):
         out.update(likelihood_figures(model, dataset, seed, iwae_k, iwae_images))
+    if model.can("semi_supervised") and dataset.num_classes >= 2:
+        out.update(classification_figures(model, dataset))
     return out
+
+
+def classification_figures(model, dataset):
+    """A semi-supervised model's classification_error, the share of test
+    images whose argmax q(y | x) is not their label, and `labelled`, the
+    labelled train images it learnt from."""
+    predicted = _batched(lambda a: tf.argmax(model.classify(a), axis=-1), dataset.test_images)
+    return {"classification_error": float((predicted != dataset.test_labels).mean()),
+            "labelled": model.labelled_count}
 
 
 def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):

@@ -428,6 +428,13 @@ def _build(run):
             model = build_model(run.config, run.dataset.image_shape, run.dataset.num_classes)
         except ValueError as e:
             raise RunError(str(e)) from None
+    if model.can("semi_supervised") and model.labelled_count:
+        try:
+            model.set_labelled(*data.labelled_subset(
+                run.dataset.train_images, run.dataset.train_labels, model.labelled_count,
+                run.dataset.num_classes, seed=run.config["seed"]))
+        except (ValueError, data.DatasetError) as e:
+            raise RunError(str(e)) from None
     # A train step takes real_batches_per_step minibatches (GANs: one per D update).
     rows = training["batch_size"] * model.real_batches_per_step
     if rows > len(run.dataset.train_images):

@@ -14,6 +14,7 @@ from zoo.gan import CGAN, DCGAN, GAN
 from zoo.infogan import InfoGAN
 from zoo.registry import get, names
 from zoo.vae import CVAE, VAE
+from zoo.ssaae import SSAAE
 from zoo.vaegan import VAEGAN
 from zoo.vqvae import VQVAE
 
@@ -41,4 +42,4 @@ def default_config(name: str) -> dict:
     return dataclasses.asdict(get(name).Config())
 
 
-__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN", "VAEGAN", "VQVAE"]
+__all__ = ["build", "names", "get", "default_config", "AE", "VAE", "CVAE", "AAE", "BiGAN", "GAN", "DCGAN", "CGAN", "InfoGAN", "SSAAE", "VAEGAN", "VQVAE"]

@@ -26,6 +26,8 @@ CAPABILITIES = {
     "conditional": "every generate, encode and decode takes labels",
     "averaging": "an exponential moving average of weights (the Config's ema_decay)",
     "categorical_code": "categories (K) and with_category(z, k): z whose categorical code is k (InfoGAN)",
+    "semi_supervised": "classify(images) -> class probabilities; labelled_count and set_labelled(images, labels), "
+                       "the labelled examples its classification phase reads (train.run takes them from the train split)",
 }
 
 
@@ -406,8 +408,14 @@ class ZooModel(keras.Model):
                 f"{type(self).__name__} is conditional and needs num_classes >= 2, got {num_classes}"
             )
         self.seed = int(seed)
-        self.latent_dim = int(getattr(self.config, "latent_dim", 0))
+        self.latent_dim = self.latent_size()
         self._trackers = {n: keras.metrics.Mean(name=n) for n in self.tracked}
+
+    def latent_size(self):
+        """J, the size of the z that generate reads: the Config's latent_dim (a
+        model whose z is made of parts overrides it; it may read the config,
+        image_shape and num_classes)."""
+        return int(getattr(self.config, "latent_dim", 0))
 
     # -- config -------------------------------------------------------------
     def get_config(self):

@@ -42,9 +42,8 @@ from keras import layers
 
 from zoo import base, losses
 from zoo.base import option
+from zoo.categorical import CategoricalCode
 from zoo.gan import GAN, GANConfig
-
-CAPABILITY = "categorical_code"
 
 
 @dataclasses.dataclass
@@ -67,13 +66,12 @@ def q_head(in_dim, hidden, out_dim, name="q_head"):
 
 
 @keras.saving.register_keras_serializable(package="genzoo")
-class InfoGAN(GAN):
+class InfoGAN(CategoricalCode, GAN):
     """InfoGAN; see the module docstring. Tracked: the GAN's d_loss and g_loss
     (each with lambda L_I, what each player minimises), d_real, d_fake, and
     info_loss = lambda L_I of D's last update."""
 
     Config = InfoGANConfig
-    capabilities = frozenset({CAPABILITY})
     tracked = GAN.tracked + ("info_loss",)
     d_feature_output = True
     # 200 epochs fit the 5 minutes that gan's 240 passed (5.5-5.6 minutes with
@@ -107,38 +105,14 @@ class InfoGAN(GAN):
     def categories(self):
         return int(self.config.categories)
 
-    def category(self, z):
-        """The categorical code argmax(z[:K]) [B] of draws z."""
-        return tf.argmax(tf.cast(z, tf.float32)[:, : self.categories], axis=-1, output_type=tf.int32)
-
     def codes(self, z):
         """(categorical code [B], continuous codes [B, C]) of draws z."""
         k = self.categories
         return self.category(z) if k else None, tf.cast(z, tf.float32)[:, k : k + int(self.config.continuous)]
 
-    def with_category(self, z, categories):
-        """z with its categorical code set to `categories` ([B] ints or one int):
-        the largest of z[:K] trades places with z[k], so the K numbers keep
-        their distribution given the category."""
-        z = tf.cast(z, tf.float32)
-        k = self.categories
-        if not k:
-            raise ValueError("this InfoGAN has no categorical code (categories=0)")
-        head = z[:, :k]
-        target = tf.one_hot(self.as_labels(categories, tf.shape(z)[0]), k) > 0
-        current = tf.one_hot(self.category(z), k) > 0
-        top = tf.reduce_max(head, axis=-1, keepdims=True)
-        at_target = tf.reduce_max(tf.where(target, head, -float("inf")), axis=-1, keepdims=True)
-        head = tf.where(target, top, tf.where(current, at_target, head))  # a swap: the same K numbers
-        return tf.concat([head, z[:, k:]], axis=-1)
-
     def generator_input(self, z):
         """[one-hot of argmax(z[:K]), z[K:]]: G sees the category as a one-hot."""
-        k = self.categories
-        z = tf.cast(z, tf.float32)
-        if not k:
-            return z
-        return tf.concat([tf.one_hot(self.category(z), k), z[:, k:]], axis=-1)
+        return self.one_hot_category(z)
 
     # -- D with Q's head --------------------------------------------------------
     def _d_logits_and_features(self, x, cond, training):

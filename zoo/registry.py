@@ -6,6 +6,7 @@ from zoo.bigan import BiGAN
 from zoo.gan import CGAN, DCGAN, GAN
 from zoo.infogan import InfoGAN
 from zoo.vae import CVAE, VAE
+from zoo.ssaae import SSAAE
 from zoo.vaegan import VAEGAN
 from zoo.vqvae import VQVAE
 
@@ -19,6 +20,7 @@ MODELS = {
     "dcgan": DCGAN,
     "cgan": CGAN,
     "infogan": InfoGAN,
+    "ssaae": SSAAE,
     "vaegan": VAEGAN,
     "vqvae": VQVAE,
 }
