@@ -285,14 +285,16 @@ def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=N
 
 
 def category_accuracy(model, clf, n, seed=0):
-    """How well an unsupervised categorical code (InfoGAN's) names the classes:
-    n draws of the prior, category i mod K for draw i (model.with_category),
+    """How well a categorical code (InfoGAN's, the semi-supervised AAE's) names
+    the classes: n draws of the prior, category i mod K for draw i (model.with_category),
     classified by the evaluation classifier; the best-permutation accuracy of
     category against class (metrics.best_permutation_accuracy)."""
     z = np.random.RandomState(seed + 2).randn(n, model.latent_dim).astype(np.float32)
     categories = np.arange(n) % model.categories
     z = _batched(lambda a, b: model.with_category(a, b), z, categories)
-    _, logits = _batched(lambda a: clf(a, training=False), generated(model, z))
+    # with_category sets the code of the prior's z: a model that also has fitted samplers draws from its prior here
+    sampler = "prior" if model.can("fitted_sampler") else None
+    _, logits = _batched(lambda a: clf(a, training=False), generated(model, z, sampler=sampler))
     return metrics.best_permutation_accuracy(categories, logits.argmax(1))
 
 
