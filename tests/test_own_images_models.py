@@ -30,7 +30,7 @@ SMALL = {"latent_dim": 8}  # and the GANs' nets at a quarter of their widths
 # train step of every model on its conv nets at 32x32x3 and generate at
 # 64x64x3 (test_conv_nets_*); here the folder, evaluation and export path.
 CASES = [("aae", 64), ("ae", 32), ("bigan", 64), ("cgan", 32), ("cvae", 64), ("dcgan", 32), ("gan", 64),
-         ("vae", 32), ("vaegan", 32), ("ssaae", 64), ("vqvae", 32)]
+         ("vae", 32), ("vaegan", 32), ("ssaae", 32), ("vqvae", 32)]
 
 
 @pytest.mark.parametrize("name, size", CASES)

@@ -154,7 +154,7 @@ def test_jit_auto_compiles_on_gpus_and_on_cpus_where_the_model_gains():
     # the conv autoencoders and the adversarial models gain on CPUs (train.benchmark --xla_vs_plain),
     # the MLP autoencoders do not
     gains = {name for name in zoo.names() if zoo.get(name).xla_pays_on_cpu({})}
-    assert gains == {"ae", "vae", "cvae", "aae", "gan", "cgan", "dcgan", "infogan", "bigan"}
+    assert gains == {"ae", "vae", "cvae", "aae", "ssaae", "gan", "cgan", "dcgan", "infogan", "bigan"}
     assert not zoo.get("vae").xla_pays_on_cpu({"net": "mlp"}) and zoo.get("dcgan").xla_pays_on_cpu({"net": "mlp"})
     assert compiler.decide("on", gpus=[])[0] is True and compiler.decide("off", gpus=["GPU:0"])[0] is False
     with pytest.raises(ValueError, match="choose one of: auto, on, off"):

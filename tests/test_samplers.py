@@ -10,6 +10,7 @@ from scipy.special import ndtr, ndtri
 
 import keras
 import zoo
+from conftest import small_options
 from export import saved_model
 from zoo import samplers
 
@@ -71,7 +72,8 @@ def test_gaussian_transform_and_fits_match_numpy():
 def build(name, **config):
     keras.utils.set_random_seed(0)
     config = {"sampler_components": 4, **config}
-    model = zoo.build(name, image_shape=(8, 8, 1), num_classes=10, latent_dim=LATENT, net="mlp", **config)
+    options = small_options(name, latent_dim=LATENT, net="mlp")  # ssaae: a style of LATENT beside its 10 classes
+    model = zoo.build(name, image_shape=(8, 8, 1), num_classes=10, **{**options, **config})
     model.compile(**model.compile_defaults())
     return model
 
@@ -83,7 +85,7 @@ MODELS = zoo.names("fitted_sampler")
 def test_every_encoder_model_generates_from_the_fitted_samplers(name, digits):
     # one fit to all codes here (cvae's per-class fits: the next test)
     model = build(name, sampler="gmm", **({"sampler_per_class": False} if name == "cvae" else {}))
-    z = tf.random.stateless_normal([6, LATENT], [5, 6])
+    z = tf.random.stateless_normal([6, model.latent_dim], [5, 6])
     labels = np.arange(6, dtype=np.int32)
     with pytest.raises(ValueError, match="call model.fit_sampler"):
         model.generate(z, labels=labels, sampler="gaussian")
@@ -91,12 +93,12 @@ def test_every_encoder_model_generates_from_the_fitted_samplers(name, digits):
     np.testing.assert_array_equal(model.generate(z, labels=labels).numpy(),
                                   model.generate(z, labels=labels, sampler="prior").numpy())
     codes = model.fit_sampler(digits.train_images[:600], digits.train_labels[:600])
-    assert codes.shape == (600, LATENT) and float(model.sampler_fitted.numpy()) == 1.0
+    assert codes.shape == (600, model.latent_dim) and float(model.sampler_fitted.numpy()) == 1.0
     np.testing.assert_allclose(codes, model.encode(digits.train_images[:600], digits.train_labels[:600]), atol=1e-5)
     mean, scale = samplers.fit_gaussian(codes)
     np.testing.assert_allclose(model.gaussian_mean.numpy(), mean, atol=1e-5)
     np.testing.assert_allclose(model.gaussian_scale.numpy(), scale, atol=1e-5)
-    assert model.gmm_weights.shape == (4,) and model.gmm_scales.shape == (4, LATENT, LATENT)
+    assert model.gmm_weights.shape == (4,) and model.gmm_scales.shape == (4, model.latent_dim, model.latent_dim)
     np.testing.assert_allclose(model.gmm_weights.numpy().sum(), 1.0, atol=1e-5)
     expected = {
         "gaussian": model.decode(mean.astype(np.float32) + z.numpy() @ scale.T.astype(np.float32), labels),
