@@ -65,21 +65,22 @@ def _value_checks(model, name, x):
                          tf.reduce_min(flat), tf.reduce_max(flat)]))
         return checks
     if name == "labels":
-        flat = tf.reshape(x, [-1])
-        inside = tf.logical_and(tf.reduce_all(flat >= 0), tf.reduce_all(flat < model.num_classes))
-        return [tf.debugging.Assert(
-            inside, [f"input labels must be class indices in [0, {model.num_classes}); got min and max",
-                     tf.reduce_min(flat), tf.reduce_max(flat)])]
+        return [_index_check(x, "labels", "class", model.num_classes)]
     if name == "codes":
-        flat = tf.reshape(x, [-1])
-        inside = tf.logical_and(tf.reduce_all(flat >= 0), tf.reduce_all(flat < model.num_codes))
-        return [tf.debugging.Assert(
-            inside, [f"input codes must be code indices in [0, {model.num_codes}); got min and max",
-                     tf.reduce_min(flat), tf.reduce_max(flat)])]
+        return [_index_check(x, "codes", "code", model.num_codes)]
     if name == "num_samples":
         inside = tf.logical_and(x >= 0, x <= MAX_SAMPLES)
         return [tf.debugging.Assert(inside, [f"input num_samples must be in [0, {MAX_SAMPLES}]; got", x])]
     return []
+
+
+def _index_check(x, name, what, bound):
+    """An Assert that every value of int input `name` is an index in [0, bound)."""
+    flat = tf.reshape(x, [-1])
+    inside = tf.logical_and(tf.reduce_all(flat >= 0), tf.reduce_all(flat < bound))
+    return tf.debugging.Assert(
+        inside, [f"input {name} must be {what} indices in [0, {bound}); got min and max",
+                 tf.reduce_min(flat), tf.reduce_max(flat)])
 
 
 def _dims(model, name):
