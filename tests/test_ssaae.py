@@ -129,3 +129,33 @@ def test_train_run_learns_classes_from_few_labels_and_evaluate_reports_the_error
     assert np.bincount(labels, minlength=10).tolist() == [5] * 10
     figures = evaluate.classification_figures(model, data.load("digits"))
     assert figures["labelled"] == 50 and figures["classification_error"] < 0.4, figures
+
+
+def test_a_model_with_its_labelled_examples_saves_and_loads(digits64, tmp_path):
+    images, labels = digits64
+    model = build(optimizer=lambda: keras.optimizers.Adam(1e-3))
+    model.set_labelled(images[:10], labels[:10])
+    model.train_step((tf.constant(images[:8]), tf.constant(labels[:8])))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.labelled_labels.dtype == "int32" and loaded.optimizer_names == model.optimizer_names
+    np.testing.assert_array_equal(loaded.labelled_labels.numpy(), labels[:10])
+    np.testing.assert_array_equal(loaded.labelled_images.numpy(), images[:10])
+    assert int(loaded.c_optimizer.iterations.numpy()) == 1
+    np.testing.assert_allclose(loaded.classify(images[:4]), model.classify(images[:4]), atol=1e-6)
+
+
+def test_without_labels_the_error_is_that_of_the_best_map_of_categories_to_classes():
+    from train import evaluate
+
+    class Clusters:  # categories 0..9 that name the classes shifted by one
+        labelled_count = 0
+
+        def classify(self, images):
+            return tf.one_hot((tf.cast(images[:, 0, 0, 0], tf.int32) + 1) % 10, 10)
+
+    labels = np.arange(40) % 10
+    dataset = type("D", (), {"test_images": labels.reshape(-1, 1, 1, 1).astype(np.float32), "test_labels": labels})
+    assert evaluate.classification_figures(Clusters(), dataset)["classification_error"] == pytest.approx(0.0)
+    Clusters.labelled_count = 10  # with labels, the categories must be the classes themselves
+    assert evaluate.classification_figures(Clusters(), dataset)["classification_error"] == pytest.approx(1.0)

@@ -19,8 +19,9 @@ domain classifier is the standard substitute), cached per dataset:
                  semi-supervised AAE): the best-permutation agreement of the
                  code with the classifier's class of the images it generates.
 Semi-supervised models (ssaae) add classification_error, the share of test
-images their classifier q(y | x) gets wrong, and `labelled`, the labelled
-train images it learnt from.
+images their classifier q(y | x) gets wrong (with labelled=0, through the
+best one-to-one map of its categories to the classes), and `labelled`, the
+labelled train images it learnt from.
 Data without labels (an unlabelled folder, CelebA) has no such classifier: it
 gets a `note` saying so and, when Keras can load InceptionV3's ImageNet
 weights, fid, kid and their floors fid_reference and kid_reference in
@@ -241,10 +242,15 @@ def evaluate(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None, i
 def classification_figures(model, dataset):
     """A semi-supervised model's classification_error, the share of test
     images whose argmax q(y | x) is not their label, and `labelled`, the
-    labelled train images it learnt from."""
+    labelled train images it learnt from. Without labelled images (its
+    categories unsupervised clusters, in no order) the error is that of the
+    best one-to-one map from categories to classes."""
     predicted = _batched(lambda a: tf.argmax(model.classify(a), axis=-1), dataset.test_images)
-    return {"classification_error": float((predicted != dataset.test_labels).mean()),
-            "labelled": model.labelled_count}
+    if not model.labelled_count:
+        error = 1.0 - metrics.best_permutation_accuracy(predicted, dataset.test_labels)
+    else:
+        error = float((predicted != dataset.test_labels).mean())
+    return {"classification_error": float(error), "labelled": model.labelled_count}
 
 
 def sample_figures(model, dataset, cache_dir, num_samples=500, seed=0, sampler=None):

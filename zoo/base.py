@@ -25,7 +25,8 @@ CAPABILITIES = {
                   "bound_kind (what they bound), evaluation_images (what they are scored on)",
     "conditional": "every generate, encode and decode takes labels",
     "averaging": "an exponential moving average of weights (the Config's ema_decay)",
-    "categorical_code": "categories (K) and with_category(z, k): z whose categorical code is k (InfoGAN)",
+    "categorical_code": "categories (K) and with_category(z, k): z whose categorical code is k (InfoGAN; "
+                        "ssaae's prior sampler)",
     "semi_supervised": "classify(images) -> class probabilities; labelled_count and set_labelled(images, labels), "
                        "the labelled examples its classification phase reads (train.run takes them from the train split)",
 }
