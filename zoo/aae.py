@@ -95,6 +95,17 @@ def replica_randint(batch_size, maxval, seed):
     )
 
 
+def default_optimizers(lr):
+    """{ae_optimizer: Adam(lr), d_optimizer and g_optimizer: Adam(lr *
+    GAME_LR_RATIO, beta_1=0.5)}: the reconstruction and the latent game of an
+    adversarial autoencoder (AAE, semi-supervised AAE)."""
+    return {
+        "ae_optimizer": keras.optimizers.Adam(lr),
+        "d_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
+        "g_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
+    }
+
+
 @keras.saving.register_keras_serializable(package="genzoo")
 class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooModel):
     """Adversarial autoencoder; see the module docstring for the objective.
@@ -304,11 +315,7 @@ class AAE(ema.Averaging, base.MultiOptimizer, samplers.CodeSampler, base.ZooMode
         mnist5k one rate for all three collapses the codes: Q's generator
         update outruns the reconstruction.)"""
         lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
-        return {
-            "ae_optimizer": keras.optimizers.Adam(lr),
-            "d_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
-            "g_optimizer": keras.optimizers.Adam(lr * GAME_LR_RATIO, beta_1=0.5),
-        }
+        return default_optimizers(lr)
 
     # -- serving ----------------------------------------------------------------
     def _serve_discriminate(self):

@@ -172,10 +172,9 @@ def all_reduced_mean(per_example):
     """The mean of `per_example` over the global batch, the same on every
     replica (an all-reduce of global_mean; in a cross-replica context
     `per_example` is the global batch already, and its mean is returned)."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None:
+    if tf.distribute.get_replica_context() is None:
         return tf.reduce_mean(tf.cast(per_example, tf.float32))
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, global_mean(per_example))
+    return all_reduced_sum(global_mean(per_example))
 
 
 def all_reduced_sum(value):

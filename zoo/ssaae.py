@@ -155,10 +155,14 @@ class SSAAE(CategoricalCode, base.MultiOptimizer, samplers.CodeSampler, base.Zoo
         """q(y | x) [B, K], class probabilities."""
         return tf.nn.softmax(self._outputs(images)[0])
 
+    def _codes(self, images, training=False):
+        """[q(y | x), z(x)] [B, K + S], what the decoder reads."""
+        logits, style = self._outputs(images, training)
+        return tf.concat([tf.nn.softmax(logits), style], axis=-1)
+
     def encode(self, images: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """[q(y | x), z(x)] [B, K + S]."""
-        logits, style = self._outputs(images)
-        return tf.concat([tf.nn.softmax(logits), style], axis=-1)
+        return self._codes(images)
 
     def decode(self, z: base.TensorLike, labels: base.TensorLike | None = None) -> tf.Tensor:
         """Images in [0, 1] of codes [y, z] [B, K + S] (y a one-hot or class probabilities)."""
@@ -173,8 +177,7 @@ class SSAAE(CategoricalCode, base.MultiOptimizer, samplers.CodeSampler, base.Zoo
 
     # -- losses ----------------------------------------------------------------------
     def reconstruction_loss(self, images, training=False):
-        logits, style = self._outputs(images, training)
-        codes = tf.concat([tf.nn.softmax(logits), style], axis=-1)
+        codes = self._codes(images, training)
         return distributions.bernoulli_nll(images, tf.cast(self.decoder(codes, training=training), tf.float32))
 
     def _prior_draws(self, n, seed):
@@ -263,18 +266,14 @@ class SSAAE(CategoricalCode, base.MultiOptimizer, samplers.CodeSampler, base.Zoo
         return variables
 
     def compile_defaults(self, learning_rate=None):
-        """Adam(lr) for the reconstruction and the classification, Adam(lr *
-        aae.GAME_LR_RATIO, beta_1=0.5) for the latent games, lr =
-        learning_rate or 1e-3."""
+        """The AAE's (aae.default_optimizers: Adam(lr) for the reconstruction,
+        Adam(lr * aae.GAME_LR_RATIO, beta_1=0.5) for the latent games) and
+        Adam(lr) for the classification, lr = learning_rate or 1e-3."""
         lr = learning_rate or self.training_defaults_for(dataclasses.asdict(self.config))["learning_rate"]
-        game = lr * aae.GAME_LR_RATIO
-        defaults = {
-            "ae_optimizer": keras.optimizers.Adam(lr),
-            "d_optimizer": keras.optimizers.Adam(game, beta_1=0.5),
-            "g_optimizer": keras.optimizers.Adam(game, beta_1=0.5),
-            "c_optimizer": keras.optimizers.Adam(lr),
-        }
-        return {name: defaults[name] for name in self.optimizer_names}
+        defaults = aae.default_optimizers(lr)
+        if self.labelled_count:
+            defaults["c_optimizer"] = keras.optimizers.Adam(lr)
+        return defaults
 
     # -- serving ------------------------------------------------------------------------
     def _serve_classify(self):

@@ -140,7 +140,6 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
             raise ValueError(f"commitment, restart_threshold and vq_steps must be >= 0 and codebook_decay in (0, 1); "
                              f"got {c.commitment}, {c.restart_threshold}, {c.vq_steps}, {c.codebook_decay}")
         self.code_grid = nets.code_grid(self.image_shape)
-        self.latent_dim = self.code_grid[0] * self.code_grid[1]  # one N(0, 1) draw per grid position
         self.num_codes = c.codebook_size
         self.encoder = nets.grid_encoder(self.image_shape, c.code_dim)
         self.decoder = nets.grid_decoder(c.code_dim, self.image_shape)
@@ -167,6 +166,11 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
             )
             self.code_sums.assign(self.codebook)  # M = N e with N = 1
         self.built = True
+
+    def latent_size(self):
+        """h * w: one N(0, 1) draw per position of the code grid."""
+        h, w = nets.code_grid(self.image_shape)
+        return h * w
 
     # -- codes ----------------------------------------------------------------------
     def quantise(self, z_e):
