@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from train.workdir import Lock, write_failure
+from zoo import serving
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -57,9 +58,10 @@ def model_config_list(export_base):
     return "model_config_list {\n" + entries + "}\n"
 
 
-def example_inputs(signature, num_classes, n=3, seed=0):
+def example_inputs(signature, bounds, n=3, seed=0):
     """A small batch for every input of a typed tf.function: images in [0, 1],
-    z ~ N(0, I), labels in [0, num_classes), code indices in [0, 2),
+    z ~ N(0, I), each int index input in [0, its bound) (`bounds`: {input:
+    bound}, zoo.serving.index_bounds(model); an unbounded one gets 0),
     num_samples n, seed `seed`."""
     rng = np.random.RandomState(seed)
     inputs = {}
@@ -68,10 +70,8 @@ def example_inputs(signature, num_classes, n=3, seed=0):
             inputs[spec.name] = np.int32(n if spec.name == "num_samples" else seed)
             continue
         shape = [n, *spec.shape[1:]]
-        if spec.name == "codes":  # code indices (VQ-VAE): every codebook has at least 2 codes
-            inputs[spec.name] = rng.randint(0, 2, size=shape).astype(np.int32)
-        elif spec.dtype == tf.int32:
-            inputs[spec.name] = rng.randint(0, max(num_classes, 1), size=shape).astype(np.int32)
+        if spec.dtype == tf.int32:
+            inputs[spec.name] = rng.randint(0, max(bounds.get(spec.name, 1), 1), size=shape).astype(np.int32)
         elif spec.name == "images":
             inputs[spec.name] = rng.rand(*shape).astype(np.float32)
         else:
@@ -149,14 +149,14 @@ def export(model, export_base, name, version=None, verify=True, serving_precisio
         try:
             try:
                 archive.write_out(tmp, verbose=False)
-                write_warmup(tmp, name, signatures, model.num_classes)
+                write_warmup(tmp, name, signatures, serving.index_bounds(model))
                 if class_names is not None:
                     write_class_names(tmp, class_names)
             except (OSError, tf.errors.OpError) as e:  # disk full, a size limit, read-only
                 raise ExportError(f"cannot write the SavedModel under {model_dir} ({write_failure(e)}); free disk space "
                                   f"or fix permissions, then rerun the export (nothing was published)") from None
             if verify:
-                verify_in_fresh_process([(tmp, signatures, model.num_classes)])
+                verify_in_fresh_process([(tmp, signatures, serving.index_bounds(model))])
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -173,7 +173,7 @@ def check_finite(model):
             )
 
 
-def write_warmup(path, name, signatures, num_classes):
+def write_warmup(path, name, signatures, bounds):
     """assets.extra/tf_serving_warmup_requests: one PredictionLog per signature
     (a request of 1 row), which TF Serving replays when it loads the version,
     so that no client request pays for loading and tracing the graphs."""
@@ -185,7 +185,7 @@ def write_warmup(path, name, signatures, num_classes):
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=name, signature_name=sig_name)
             )
-            for k, v in example_inputs(fn, num_classes, n=1).items():
+            for k, v in example_inputs(fn, bounds, n=1).items():
                 request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
@@ -221,16 +221,17 @@ def verify_in_fresh_process(exports):
     """Calls every signature of each SavedModel in one fresh process, as a
     server loads it (export.verify: TensorFlow only), compares the answers with
     the in-memory functions and replays the warmup requests. exports: a list
-    of (SavedModel path, {name: typed tf.function}, num_classes). Raises
+    of (SavedModel path, {name: typed tf.function}, index bounds as
+    zoo.serving.index_bounds gives them). Raises
     ExportError naming the first SavedModel that fails."""
     if not exports:
-        raise ExportError("nothing to verify: pass at least one (path, signatures, num_classes)")
+        raise ExportError("nothing to verify: pass at least one (path, signatures, index bounds)")
     args = []  # SavedModel path, its inputs and expected outputs (.io.npz), ...
     try:
-        for path, signatures, num_classes in exports:
+        for path, signatures, bounds in exports:
             inputs, expected = {}, {}
             for sig_name, fn in signatures.items():
-                x = example_inputs(fn, num_classes)
+                x = example_inputs(fn, bounds)
                 out = fn(*x.values())  # positional: the Python names may differ from the served ones
                 for k, v in x.items():
                     inputs[f"{sig_name}/{k}"] = v

@@ -27,7 +27,7 @@ import mirrored_cases
 import zoo
 from conftest import small_options
 from export import saved_model
-from zoo import autoencoder, registry
+from zoo import autoencoder, registry, serving
 from zoo.base import option
 
 SHAPE, CLASSES, BATCH = (8, 8, 1), 3, 8
@@ -154,7 +154,7 @@ def test_declared_signatures_run(name, with_toy):
     signatures = model.serving_signatures()
     assert list(signatures) == [*model.signature_names, "sample", "sample_png"]
     for signature_name, fn in signatures.items():
-        result = fn(**saved_model.example_inputs(fn, CLASSES, n=3))
+        result = fn(**saved_model.example_inputs(fn, serving.index_bounds(model), n=3))
         for key, value in result.items():
             value = value.numpy()
             assert value.shape[0] == 3, (signature_name, key, value.shape)
@@ -172,7 +172,7 @@ def test_every_export_answers_in_a_fresh_process(with_toy, tmp_path):
         model.compile(**model.compile_defaults())
         model.train_step(batch())  # trained weights, moving averages
         path = saved_model.export(model, str(tmp_path), name, verify=False)
-        exports.append((path, model.serving_signatures(), CLASSES))
+        exports.append((path, model.serving_signatures(), serving.index_bounds(model)))
     saved_model.verify_in_fresh_process(exports)  # raises ExportError naming the first that fails
 
 

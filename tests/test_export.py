@@ -19,7 +19,7 @@ def test_verification_catches_a_saved_model_that_differs_from_the_model(tmp_path
     path = saved_model.export(tiny(), str(tmp_path), "vae")  # verified: loads and matches
     other = tiny()  # same architecture, other weights
     with pytest.raises(saved_model.ExportError, match="differs from the in-memory model"):
-        saved_model.verify_in_fresh_process([(path, other.serving_signatures(), 0)])
+        saved_model.verify_in_fresh_process([(path, other.serving_signatures(), {})])
 
 
 def test_a_failed_verification_leaves_no_version(tmp_path, monkeypatch):

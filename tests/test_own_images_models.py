@@ -42,6 +42,7 @@ def test_a_folder_trains_evaluates_and_exports_every_conv_model(folder, eval_cac
     import zoo
     from export import saved_model
     from train import evaluate, run
+    from zoo import serving
 
     fields = zoo.get(name).Config.__dataclass_fields__
     options = {k: v for k, v in {**SMALL, "net": "conv"}.items() if k in fields}
@@ -68,7 +69,7 @@ def test_a_folder_trains_evaluates_and_exports_every_conv_model(folder, eval_cac
     assert saved_model.read_class_names(path) == CLASSES
     loaded = tf.saved_model.load(path)  # the fresh-process verification of every model: test_contract
     for sig_name, fn in trained.serving_signatures().items():
-        out = loaded.signatures[sig_name](**saved_model.example_inputs(fn, 2, n=2))
+        out = loaded.signatures[sig_name](**saved_model.example_inputs(fn, serving.index_bounds(trained), n=2))
         if "images" in out:
             assert loaded.signatures[sig_name].structured_outputs["images"].shape.as_list() == [None, size, size, 3]
             assert out["images"].shape == (2, size, size, 3)

@@ -272,10 +272,15 @@ def test_code_signatures_round_trip_and_refuse_bad_codes(digits64):
         signatures["decode"](tf.fill([2, 4, 4], 8))
     with pytest.raises(TypeError, match=r"codes"):  # in Python; servers feeding the graph: test_serving
         signatures["decode"](tf.zeros([2, 16], tf.int32))
-    # the export's example requests (verification, warmup) hold valid codes, whatever the classes
+    # the export's example requests (verification, warmup) draw codes over the whole codebook, from the
+    # bound that the graph check reads
     from export import saved_model
+    from zoo import serving
 
-    assert signatures["decode"](**saved_model.example_inputs(signatures["decode"], 100))["images"].shape[0] == 3
+    assert serving.index_bounds(model) == {"labels": 0, "codes": 8}
+    example = saved_model.example_inputs(signatures["decode"], serving.index_bounds(model), n=64)
+    assert set(np.unique(example["codes"])) == set(range(8))
+    assert signatures["decode"](**example)["images"].shape[0] == 64
 
 
 @pytest.mark.parametrize("options", [dict(codebook_size=1), dict(codebook_decay=1.0), dict(vq_steps=-1),

@@ -35,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 import zoo  # noqa: E402
 from train import cli  # noqa: E402
 from train import precision  # noqa: E402
+from zoo import serving  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -122,7 +123,7 @@ def serving_latency_ms(model, repeats=20):
         typed = model.serving_signatures()["generate"]  # the loaded signature takes keyword inputs
         out = {}
         for n in (1, 64):
-            inputs = {k: tf.constant(v) for k, v in example_inputs(typed, model.num_classes, n=n).items()}
+            inputs = {k: tf.constant(v) for k, v in example_inputs(typed, serving.index_bounds(model), n=n).items()}
             fn(**inputs)
             start = time.perf_counter()
             for _ in range(repeats):

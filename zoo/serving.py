@@ -12,6 +12,10 @@ import inspect
 
 import tensorflow as tf
 
+# The int inputs that hold indices: input -> (what one index names, the model
+# attribute that bounds them). Their graph checks and the example requests of
+# exports (warmup, verification) read the bound from here.
+INDEX_INPUTS = {"labels": ("class", "num_classes"), "codes": ("code", "num_codes")}
 MAX_SAMPLES = 1024  # `sample`: more images per request is a client's loop, not one graph call
 IMAGE_TOLERANCE = 1e-3  # images may stray this far outside [0, 1] (rounding of clients' conversions)
 
@@ -31,6 +35,12 @@ def spec(model, name):
         # it as [1], and a declared [] would let graph optimisers assume it.
         return tf.TensorSpec(None, tf.int32, name=name)
     raise KeyError(name)
+
+
+def index_bounds(model):
+    """{int input: the exclusive bound of its values} for the index inputs the
+    model can take (labels in [0, classes), codes in [0, codebook size))."""
+    return {name: getattr(model, attr) for name, (_, attr) in INDEX_INPUTS.items() if hasattr(model, attr)}
 
 
 def _shape_check(x, name, dims):
@@ -64,10 +74,9 @@ def _value_checks(model, name, x):
                 inside, ["input images must be in [0, 1] (scale 8-bit pixels by 1/255); got min and max",
                          tf.reduce_min(flat), tf.reduce_max(flat)]))
         return checks
-    if name == "labels":
-        return [_index_check(x, "labels", "class", model.num_classes)]
-    if name == "codes":
-        return [_index_check(x, "codes", "code", model.num_codes)]
+    if name in INDEX_INPUTS:
+        what, attr = INDEX_INPUTS[name]
+        return [_index_check(x, name, what, getattr(model, attr))]
     if name == "num_samples":
         inside = tf.logical_and(x >= 0, x <= MAX_SAMPLES)
         return [tf.debugging.Assert(inside, [f"input num_samples must be in [0, {MAX_SAMPLES}]; got", x])]
@@ -103,7 +112,7 @@ def checked(model, inputs):
         inputs = {name: tf.reshape(x, []) if _dims(model, name) is None else tf.identity(x)
                   for name, x in inputs.items()}
     value_checks = [op for name, x in inputs.items() for op in _value_checks(model, name, x)]
-    rows = {name: tf.raw_ops.Shape(input=x, out_type=tf.int32)[0] for name, x in inputs.items() if name in ("z", "images", "labels", "codes")}
+    rows = {name: tf.raw_ops.Shape(input=x, out_type=tf.int32)[0] for name, x in inputs.items() if name in ("z", "images", *INDEX_INPUTS)}
     if "num_samples" in inputs:
         rows["num_samples"] = inputs["num_samples"]
     if len(rows) > 1:
