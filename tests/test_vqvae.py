@@ -50,6 +50,32 @@ def test_inverse_cdf_sampling_draws_the_softmax_distribution():
     np.testing.assert_allclose(np.bincount(draws, minlength=3) / 20000, [0.2, 0.5, 0.3], atol=0.015)
 
 
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("mask", ["vertical", "horizontal"])
+@pytest.mark.parametrize("centre", [False, True])
+def test_masked_conv_equals_the_full_kernel_times_its_mask(k, mask, centre):
+    """The layer holds only the kept taps; placed in a k x k kernel, they make
+    the 'same' convolution with the masked kernel."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 6, 5, 3)).astype(np.float32))
+    layer = layers.MaskedConv2D(4, k, mask=mask, include_centre=centre)
+    out = layer(x)
+    c = k // 2
+    kernel = layer.kernel.numpy()
+    assert kernel.shape[:2] == ((c + centre, k) if mask == "vertical" else (1, c + centre))
+    full = np.zeros((k, k, 3, 4), np.float32)
+    if mask == "vertical":
+        full[: c + centre] = kernel
+    else:
+        full[c, : c + centre] = kernel[0]
+    np.testing.assert_array_equal(full * np.array(layers.causal_mask(k, mask, centre))[:, :, None, None], full)
+    expected = tf.nn.conv2d(x, full, 1, "SAME") + layer.bias
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    again = layers.MaskedConv2D.from_config(layer.get_config())
+    again.build(x.shape)
+    assert again.kernel.shape == layer.kernel.shape
+
+
 def test_masks_and_the_pixelcnn_are_causal():
     np.testing.assert_array_equal(layers.causal_mask(3, "vertical", False),
                                   [[1, 1, 1], [0, 0, 0], [0, 0, 0]])

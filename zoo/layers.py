@@ -221,37 +221,58 @@ MASKS = ("vertical", "horizontal")
 
 @keras.saving.register_keras_serializable(package="genzoo")
 class MaskedConv2D(keras.layers.Conv2D):
-    """A 'same'-padded Conv2D whose k x k kernel (k odd, centre c = k // 2) is
-    multiplied by a fixed 0/1 mask, the causal convolutions of the gated
-    PixelCNN (van den Oord et al. 2016, "Conditional image generation with
-    PixelCNN decoders"). For the output at (i, j) the mask keeps
+    """A 'same'-sized k x k convolution (k odd, centre c = k // 2) restricted to
+    the taps of a causal mask, the convolutions of the gated PixelCNN (van den
+    Oord et al. 2016, "Conditional image generation with PixelCNN decoders").
+    For the output at (i, j) it reads
 
-        vertical:   the rows above, i - c .. i - 1 (and row i when include_centre);
+        vertical:   the rows above, i - c .. i - 1 (and row i when include_centre),
+                    columns j - c .. j + c;
         horizontal: row i, columns j - c .. j - 1 (and column j when include_centre).
 
     Without the centre (the first layer, mask 'A') an output never reads the
     input at its own position; with it (mask 'B', later layers) it reads the
-    previous layer's output there, which itself saw only earlier positions."""
+    previous layer's output there, which itself saw only earlier positions.
+
+    It equals a k x k convolution whose kernel is multiplied by causal_mask(k,
+    mask, include_centre), but holds only the kept taps (a (c + 1) x k or
+    1 x (c + 1) kernel with the centre, c x k or 1 x c without) and pads the
+    input above and to the left instead of around it: the masked kernel's
+    zeros cost no multiplications (the first 5 x 5 layers about a third of the
+    FLOPs of the masked ones)."""
 
     def __init__(self, filters, kernel_size, mask="vertical", include_centre=False, **kwargs):
         if mask not in MASKS:
             raise ValueError(f"mask={mask!r} is not valid; choose one of: {', '.join(MASKS)}")
-        kwargs["padding"] = "same"
-        super().__init__(filters, kernel_size, **kwargs)
-        k = self.kernel_size
-        if k[0] != k[1] or k[0] % 2 == 0:
-            raise ValueError(f"a masked convolution needs an odd square kernel, got {k}")
+        k = kernel_size if isinstance(kernel_size, int) else tuple(kernel_size)
+        if isinstance(k, tuple):
+            if len(k) != 2 or k[0] != k[1]:
+                raise ValueError(f"a masked convolution needs an odd square kernel, got {kernel_size}")
+            k = k[0]
+        if k % 2 == 0 or (k == 1 and not include_centre):
+            raise ValueError(f"a masked convolution needs an odd kernel size (3 or more without the centre), got {k}")
+        c, centre = k // 2, int(bool(include_centre))
+        taps = (c + centre, k) if mask == "vertical" else (1, c + centre)
+        kwargs.pop("padding", None)
+        super().__init__(filters, taps, padding="valid", **kwargs)
+        self.size = k
         self.mask = mask
         self.include_centre = bool(include_centre)
-        self._mask = tf.constant(causal_mask(k[0], mask, include_centre), tf.float32)[:, :, None, None]
+        # zeros above and to the left put output (i, j) over the kept taps; without the
+        # centre the padded input gives one row (vertical) or column (horizontal) too many
+        self._pads = [[0, 0], [c, 0], [c, c], [0, 0]] if mask == "vertical" else [[0, 0], [0, 0], [c, 0], [0, 0]]
 
     def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, kernel * tf.cast(self._mask, kernel.dtype))
+        out = super().convolution_op(tf.pad(inputs, self._pads), kernel)
+        return out[:, : tf.shape(inputs)[1], : tf.shape(inputs)[2], :]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
 
     def get_config(self):
         config = super().get_config()
         config.pop("padding", None)
-        return {**config, "mask": self.mask, "include_centre": self.include_centre}
+        return {**config, "kernel_size": self.size, "mask": self.mask, "include_centre": self.include_centre}
 
 
 def causal_mask(k, mask, include_centre):
