@@ -98,6 +98,16 @@ def test_masks_and_the_pixelcnn_are_causal():
     assert reached[0, 1] and reached[0, 4] and reached[5, 6] and reached[5, 9]
 
 
+def test_prior_dropout_acts_in_training_only():
+    keras.utils.set_random_seed(0)
+    prior = nets.gated_pixelcnn((4, 4), 6, filters=8, num_layers=2, dropout=0.5)
+    plain = nets.gated_pixelcnn((4, 4), 6, filters=8, num_layers=2)
+    plain.set_weights(prior.get_weights())  # dropout holds no weights
+    codes = np.random.default_rng(0).integers(0, 6, (3, 4, 4)).astype(np.int32)
+    np.testing.assert_array_equal(prior(codes, training=False), plain(codes, training=False))
+    assert np.abs(prior(codes, training=True) - prior(codes, training=False)).max() > 1e-3
+
+
 def test_loss_terms_match_their_formulas(digits64):
     model = build(commitment=0.5)
     x = tf.constant(digits64[0][:4])
@@ -310,9 +320,9 @@ def test_code_signatures_round_trip_and_refuse_bad_codes(digits64):
 
 
 @pytest.mark.parametrize("options", [dict(codebook_size=1), dict(codebook_decay=1.0), dict(vq_steps=-1),
-                                     dict(codebook_update="kmeans")])
+                                     dict(codebook_update="kmeans"), dict(prior_dropout=1.0)])
 def test_bad_options_are_one_line_errors(options):
-    with pytest.raises(ValueError, match="codebook|vq_steps"):
+    with pytest.raises(ValueError, match="codebook|vq_steps|prior_dropout"):
         zoo.build("vqvae", image_shape=SHAPE, **options)
 
 

@@ -331,7 +331,8 @@ def grid_decoder(code_dim, image_shape, name="decoder"):
     return keras.Model(grid, out, name=name)
 
 
-def gated_pixelcnn(grid_shape, num_codes, filters=64, num_layers=5, first_kernel=5, kernel=3, name="prior"):
+def gated_pixelcnn(grid_shape, num_codes, filters=64, num_layers=5, first_kernel=5, kernel=3, dropout=0.0,
+                   name="prior"):
     """Code indices [h, w] (ints in [0, num_codes)) -> logits [h, w, num_codes]
     of p(c_ij | the codes before (i, j) in raster order): the gated PixelCNN
     (van den Oord et al. 2016) over an embedding of the codes.
@@ -344,7 +345,10 @@ def gated_pixelcnn(grid_shape, num_codes, filters=64, num_layers=5, first_kernel
     with 2 * filters channels before each gate and 1x1 convolutions U, W.
     The first layer (first_kernel x first_kernel, mask A) excludes the
     current position and has no residual; the others (kernel x kernel, mask B)
-    include it. Head: ReLU, 1x1 to `filters`, ReLU, 1x1 to num_codes."""
+    include it. Head: ReLU, 1x1 to `filters`, ReLU, 1x1 to num_codes.
+    `dropout` > 0: dropout on both gates' outputs in training (as PixelCNN++
+    between a residual block's convolutions), against a prior that learns its
+    few thousand training grids by heart."""
     codes = keras.Input(tuple(grid_shape), dtype="int32", name="codes")
     x = layers.Embedding(num_codes, filters)(codes)
     v, h = x, x
@@ -354,8 +358,10 @@ def gated_pixelcnn(grid_shape, num_codes, filters=64, num_layers=5, first_kernel
         v_pre = zoo_layers.MaskedConv2D(2 * filters, k, mask="vertical", include_centre=not first)(v)
         h_pre = zoo_layers.MaskedConv2D(2 * filters, k, mask="horizontal", include_centre=not first)(h)
         h_pre = layers.Add()([h_pre, layers.Conv2D(2 * filters, 1)(v_pre)])
-        v = zoo_layers.Gate()(v_pre)
-        h_out = layers.Conv2D(filters, 1)(zoo_layers.Gate()(h_pre))
+        v, h_gated = zoo_layers.Gate()(v_pre), zoo_layers.Gate()(h_pre)
+        if dropout:
+            v, h_gated = zoo_layers.Dropout(dropout)(v), zoo_layers.Dropout(dropout)(h_gated)
+        h_out = layers.Conv2D(filters, 1)(h_gated)
         h = h_out if first else layers.Add()([h, h_out])
     out = layers.Conv2D(filters, 1, activation="relu")(layers.ReLU()(h))
     out = layers.Conv2D(num_codes, 1, dtype="float32", name="logits")(out)
