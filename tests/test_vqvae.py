@@ -74,6 +74,18 @@ def test_masked_conv_equals_the_full_kernel_times_its_mask(k, mask, centre):
     again = layers.MaskedConv2D.from_config(layer.get_config())
     again.build(x.shape)
     assert again.kernel.shape == layer.kernel.shape
+    # a .keras file of the layer that held the whole masked k x k kernel loads its kept taps
+    again.load_own_variables({"0": full * np.array(layers.causal_mask(k, mask, centre))[:, :, None, None],
+                              "1": layer.bias.numpy()})
+    np.testing.assert_allclose(again(x), out, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=4), dict(kernel_size=-3), dict(kernel_size=1),
+                                    dict(kernel_size=(3, 5)), dict(strides=2), dict(dilation_rate=2),
+                                    dict(data_format="channels_first")])
+def test_masked_conv_refuses_what_its_padding_cannot_do(kwargs):
+    with pytest.raises(ValueError, match="masked convolution"):
+        layers.MaskedConv2D(4, **{"kernel_size": 3, **kwargs})
 
 
 def test_masks_and_the_pixelcnn_are_causal():
@@ -320,7 +332,8 @@ def test_code_signatures_round_trip_and_refuse_bad_codes(digits64):
 
 
 @pytest.mark.parametrize("options", [dict(codebook_size=1), dict(codebook_decay=1.0), dict(vq_steps=-1),
-                                     dict(codebook_update="kmeans"), dict(prior_dropout=1.0)])
+                                     dict(codebook_update="kmeans"), dict(prior_dropout=1.0),
+                                     dict(prior_dropout=1e-6)])
 def test_bad_options_are_one_line_errors(options):
     with pytest.raises(ValueError, match="codebook|vq_steps|prior_dropout"):
         zoo.build("vqvae", image_shape=SHAPE, **options)

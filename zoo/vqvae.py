@@ -47,6 +47,7 @@ import keras
 import tensorflow as tf
 
 from zoo import base, distributions, nets
+from zoo import layers as zoo_layers
 from zoo.base import option
 
 CODEBOOK_UPDATES = ("ema", "loss")
@@ -137,9 +138,9 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
         super().__init__(image_shape, num_classes, **kwargs)
         c = self.config
         if (c.codebook_size < 2 or c.code_dim < 1 or c.prior_filters < 1 or c.prior_layers < 0
-                or not 0 <= c.prior_dropout < 1):
+                or not zoo_layers.valid_dropout_rate(c.prior_dropout)):
             raise ValueError("codebook_size must be >= 2, code_dim and prior_filters >= 1, prior_layers >= 0 and "
-                             "prior_dropout in [0, 1); got "
+                             "prior_dropout 0 or in (0, 1) (at least 1/65536 from either end); got "
                              f"{c.codebook_size}, {c.code_dim}, {c.prior_filters}, {c.prior_layers}, {c.prior_dropout}")
         if c.commitment < 0 or c.restart_threshold < 0 or not 0.0 < c.codebook_decay < 1.0 or c.vq_steps < 0:
             raise ValueError(f"commitment, restart_threshold and vq_steps must be >= 0 and codebook_decay in (0, 1); "
@@ -222,7 +223,7 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
         positions = h * w
 
         def draw(p, codes):
-            logits = tf.reshape(self.prior(codes), [n, positions, self.num_codes])
+            logits = tf.reshape(self.prior(codes, training=False), [n, positions, self.num_codes])
             k = inverse_cdf_sample(tf.gather(logits, p, axis=1), tf.gather(u, p, axis=1))
             flat = tf.reshape(codes, [n, positions]) + tf.one_hot(p, positions, dtype=tf.int32)[None, :] * k[:, None]
             return p + 1, tf.reshape(flat, [n, h, w])
