@@ -287,8 +287,9 @@ class MaskedConv2D(keras.layers.Conv2D):
     def load_own_variables(self, store):
         """Loads the layer's kernel from a .keras file; a k x k kernel saved
         before the layer kept only its taps (the masked ones multiplied by
-        zero) loads its kept taps. (A whole VQ-VAE of then still does not: its
-        optimizer's moments have the old shapes.)"""
+        zero) loads its kept taps. (A whole VQ-VAE of then loads only with
+        keras.models.load_model(path, compile=False): its optimizer's moments
+        have the old shapes.)"""
         kernel = store["0"]
         if tuple(kernel.shape[:2]) == (self.size, self.size) != tuple(self.kernel.shape[:2]):
             c, centre = self.size // 2, int(self.include_centre)

@@ -112,7 +112,8 @@ def checked(model, inputs):
         inputs = {name: tf.reshape(x, []) if _dims(model, name) is None else tf.identity(x)
                   for name, x in inputs.items()}
     value_checks = [op for name, x in inputs.items() for op in _value_checks(model, name, x)]
-    rows = {name: tf.raw_ops.Shape(input=x, out_type=tf.int32)[0] for name, x in inputs.items() if name in ("z", "images", *INDEX_INPUTS)}
+    batched = ("z", "images", *INDEX_INPUTS)
+    rows = {name: tf.raw_ops.Shape(input=x, out_type=tf.int32)[0] for name, x in inputs.items() if name in batched}
     if "num_samples" in inputs:
         rows["num_samples"] = inputs["num_samples"]
     if len(rows) > 1:

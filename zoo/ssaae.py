@@ -28,8 +28,9 @@ step 4 moves nothing (class_loss 0).
 z of `generate` is [category code K, style S] ~ N(0, I). With the prior
 sampler (`sampler="prior"`) the class is argmax(z[:K]) (zoo.categorical,
 uniform over the K classes), shown to the decoder as a one-hot, and the style
-is z[K:], so `with_category(z, k)` picks class k only with that sampler; the default sampler, a Gaussian mixture fitted to the training
-codes [q(y | x), z(x)] after training (zoo.samplers), measures better.
+is z[K:], so `with_category(z, k)` picks class k only with that sampler;
+the default sampler, a Gaussian mixture fitted to the training codes
+[q(y | x), z(x)] after training (zoo.samplers), measures better.
 `classify(x)` = q(y | x).
 
 Under tf.distribute every loss is a global-batch mean, and the prior draws

@@ -150,7 +150,8 @@ class VQVAE(base.MultiOptimizer, base.ZooModel):
         self.encoder = nets.grid_encoder(self.image_shape, c.code_dim)
         self.decoder = nets.grid_decoder(c.code_dim, self.image_shape)
         layers = c.prior_layers or max(1, max(self.code_grid) - 2)
-        self.prior = nets.gated_pixelcnn(self.code_grid, c.codebook_size, c.prior_filters, layers, dropout=c.prior_dropout)
+        self.prior = nets.gated_pixelcnn(self.code_grid, c.codebook_size, c.prior_filters, layers,
+                                         dropout=c.prior_dropout)
         # Train steps taken: the stages and the restarts' seeds count them (neither
         # optimizer's iterations do: each rests in the other's stage).
         self.steps = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
