@@ -432,9 +432,41 @@ def test_width_scales_every_hidden_layer_of_g_and_d(name, net):
         zoo.build(name, image_shape=(28, 28, 1), net=net, width=0.0)
 
 
-def test_dcgan_runs_saved_before_width_and_ema_load_as_they_were_trained():
+def test_dcgan_runs_saved_before_width_ema_and_d_hidden_load_as_they_were_trained():
     config = zoo.build("dcgan", image_shape=(28, 28, 1)).get_config()
-    assert config["width"] == 0.5 and config["ema_decay"] == 0.999  # today's defaults
-    old = {k: v for k, v in config.items() if k not in ("width", "ema_decay")}
+    assert config["width"] == 0.5 and config["ema_decay"] == 0.999 and config["d_hidden"] == 512  # today's defaults
+    old = {k: v for k, v in config.items() if k not in ("width", "ema_decay", "d_hidden")}
     restored = zoo.get("dcgan").from_config(old)
-    assert restored.config.width == 1.0 and restored.config.ema_decay == 0.0
+    assert restored.config.width == 1.0 and restored.config.ema_decay == 0.0 and restored.config.d_hidden == 0
+    assert not any(layer.name == "d_hidden" for layer in restored.discriminator.layers)
+
+
+# cgan's concat D joins y through a hidden layer of its own (Dense + LeakyReLU): d_hidden comes after it
+@pytest.mark.parametrize("name, before", [("dcgan", keras.layers.Flatten), ("cgan", keras.layers.LeakyReLU)])
+def test_d_hidden_puts_one_dense_layer_between_the_conv_features_and_the_logit(name, before):
+    extra = {"conditioning": "concat"} if name == "cgan" else {}
+    plain, hidden = (zoo.build(name, image_shape=(28, 28, 1), net="conv", width=0.5, d_hidden=units, **extra)
+                     for units in (0, 512))
+    assert isinstance(hidden.discriminator.get_layer("d_hidden").input._keras_history.operation, before)
+    layer = hidden.discriminator.get_layer("d_hidden")
+    assert layer.units == 256  # 512 at width 0.5
+    # it reads what the logit read without it, and the logit reads it
+    fed = layer.input.shape[-1]
+    assert fed == plain.discriminator.get_layer("logit").input.shape[-1]
+    assert hidden.discriminator.get_layer("logit").input.shape[-1] == 256
+    added = hidden.discriminator.count_params() - plain.discriminator.count_params()
+    assert added == fed * 256 + 256 + 256 * 1 - fed * 1  # new kernel and bias; the logit now reads 256
+    assert not any(l.name == "d_hidden" for l in plain.discriminator.layers)
+    images = tf.random.uniform([3, 28, 28, 1])
+    labels = tf.constant([0, 1, 2]) if name == "cgan" else None
+    d = hidden.discriminate(images, labels)
+    assert d.shape == (3,) and bool(tf.reduce_all((d > 0) & (d < 1)))
+    assert hidden.generate(2, labels=1 if name == "cgan" else None).shape == (2, 28, 28, 1)
+
+
+def test_d_hidden_refuses_what_it_cannot_build():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="d_hidden must be an integer >= 0"):
+            zoo.build("dcgan", image_shape=(28, 28, 1), d_hidden=bad)
+    with pytest.raises(ValueError, match="d_hidden adds a layer to the conv discriminator; the mlp one"):
+        zoo.build("gan", image_shape=(28, 28, 1), d_hidden=64)

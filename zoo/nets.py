@@ -228,7 +228,7 @@ CONDITIONINGS = ("concat", "projection")
 
 def discriminator(
     kind, image_shape, cond_dim=0, dropout=0.3, hidden=512, name="discriminator", spectral_norm=False,
-    conditioning="concat", width=1.0, batch_norm=True, feature_output=False,
+    conditioning="concat", width=1.0, batch_norm=True, feature_output=False, dense_units=0,
 ):
     """x in [-1, 1] (and a condition or joint vector) -> one logit. `width`
     scales every hidden layer's units or filters.
@@ -239,7 +239,10 @@ def discriminator(
     Dropout when > 0; Flatten -> Dense 1. Otherwise the TensorFlow tutorial's
     DCGAN critic, generalised: Conv 64 s2 -> Conv 128 s2 ..., LeakyReLU and
     Dropout, Flatten -> Dense 1 (never batch norm). A condition vector is
-    joined to the flattened features through one hidden layer.
+    joined to the flattened features through one hidden layer. dense_units > 0
+    (conv only) adds one more, Dense(dense_units) + LeakyReLU(0.2), between the
+    conv features (joined to the condition, if any) and the logit: the joint
+    layer that BiGAN's D(x, z) has, which the 28x28 critic lacks.
     spectral_norm wraps every Dense and Conv2D (the logit's and the joint
     layer's too) in zoo.layers.SpectralNormalization (Miyato et al. 2018).
 
@@ -269,6 +272,10 @@ def discriminator(
             h = layers.Flatten()(h)
         if cond is not None and not project:
             h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(hidden, width)))(_joined(h, cond)))
+        if dense_units:
+            h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(dense_units, width), name="d_hidden"))(h))
+    elif dense_units:
+        raise ValueError(f"dense_units adds a layer to the conv discriminator; the {kind} one has its own, use 0")
     else:
         h = layers.Flatten()(h)
         h = h if project else _joined(h, cond)
