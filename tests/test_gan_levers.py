@@ -464,9 +464,16 @@ def test_d_hidden_puts_one_dense_layer_between_the_conv_features_and_the_logit(n
     assert hidden.generate(2, labels=1 if name == "cgan" else None).shape == (2, 28, 28, 1)
 
 
+def test_d_hidden_is_the_mlp_discriminators_last_hidden_layer_too():
+    plain, hidden = (zoo.build("dcgan", image_shape=(28, 28, 1), net="mlp", width=1.0, d_hidden=units)
+                     for units in (0, 64))
+    assert hidden.discriminator.get_layer("d_hidden").units == 64
+    assert hidden.discriminator.get_layer("logit").input.shape[-1] == 64
+    fed = plain.discriminator.get_layer("logit").input.shape[-1]  # the mlp's last hidden layer, 256 units
+    assert hidden.discriminator.count_params() - plain.discriminator.count_params() == fed * 64 + 64 + 64 - fed
+
+
 def test_d_hidden_refuses_what_it_cannot_build():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="d_hidden must be an integer >= 0"):
             zoo.build("dcgan", image_shape=(28, 28, 1), d_hidden=bad)
-    with pytest.raises(ValueError, match="d_hidden adds a layer to the conv discriminator; the mlp one"):
-        zoo.build("gan", image_shape=(28, 28, 1), d_hidden=64)

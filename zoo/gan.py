@@ -47,8 +47,8 @@ AUG_REAL, AUG_FAKE = 4, 5  # DiffAugment's draws, folded into a step's seed (as 
 
 
 D_HIDDEN_HELP = (
-    "units (before width) of a hidden Dense + LeakyReLU layer between the conv discriminator's features "
-    "and its logit (net=conv only); 0: none"
+    "units (before width) of one more hidden Dense + LeakyReLU layer in the discriminator, just before "
+    "its logit (for net=conv, between the conv features and the logit); 0: none"
 )
 
 
@@ -207,8 +207,6 @@ class GAN(ema.Averaging, base.MultiOptimizer, base.ZooModel):
             raise ValueError(f"d_lr_multiplier must be > 0, got {c.d_lr_multiplier!r}")
         if isinstance(c.d_hidden, bool) or int(c.d_hidden) != c.d_hidden or c.d_hidden < 0:
             raise ValueError(f"d_hidden must be an integer >= 0, got {c.d_hidden!r}")
-        if c.d_hidden and c.net != "conv":
-            raise ValueError(f"d_hidden adds a layer to the conv discriminator; the {c.net} one has its own, use 0")
         self.augment_policy = augment.parse(c.augment)
         self.d_loss_fn, self.g_loss_fn = losses.get(c.loss)
         cond = self.num_classes if self.conditional else 0

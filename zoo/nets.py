@@ -240,9 +240,9 @@ def discriminator(
     DCGAN critic, generalised: Conv 64 s2 -> Conv 128 s2 ..., LeakyReLU and
     Dropout, Flatten -> Dense 1 (never batch norm). A condition vector is
     joined to the flattened features through one hidden layer. dense_units > 0
-    (conv only) adds one more, Dense(dense_units) + LeakyReLU(0.2), between the
-    conv features (joined to the condition, if any) and the logit: the joint
-    layer that BiGAN's D(x, z) has, which the 28x28 critic lacks.
+    adds one more hidden layer, Dense(dense_units) + LeakyReLU(0.2), just
+    before the logit (after the condition's join, if any): for conv, the joint
+    layer that BiGAN's D(x, z) has and the 28x28 critic lacks.
     spectral_norm wraps every Dense and Conv2D (the logit's and the joint
     layer's too) in zoo.layers.SpectralNormalization (Miyato et al. 2018).
 
@@ -272,10 +272,6 @@ def discriminator(
             h = layers.Flatten()(h)
         if cond is not None and not project:
             h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(hidden, width)))(_joined(h, cond)))
-        if dense_units:
-            h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(dense_units, width), name="d_hidden"))(h))
-    elif dense_units:
-        raise ValueError(f"dense_units adds a layer to the conv discriminator; the {kind} one has its own, use 0")
     else:
         h = layers.Flatten()(h)
         h = h if project else _joined(h, cond)
@@ -283,6 +279,8 @@ def discriminator(
             h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(units, width)))(h))
             if dropout:
                 h = zoo_layers.Dropout(dropout)(h)
+    if dense_units:
+        h = layers.LeakyReLU(0.2)(sn(layers.Dense(scaled(dense_units, width), name="d_hidden"))(h))
     out = sn(layers.Dense(1, dtype="float32", name="logit"))(h)
     if project:
         embedded = sn(layers.Dense(h.shape[-1], use_bias=False, name="class_embedding"))(cond)
