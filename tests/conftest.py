@@ -10,8 +10,22 @@ import pytest  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def without_xla(argv):
+    """train.run's argv with --jit_compile=off unless it sets --jit_compile.
+    Compiling a tiny run's step with XLA (auto's choice for most models on
+    CPUs) costs about 3 s of CPU and tests nothing new each time:
+    test_precision.py compiles every model's step, and test_cli.py's cvae run
+    keeps auto, as a user's command has it."""
+    if any(str(a).startswith("--jit_compile") for a in argv):
+        return list(argv)
+    return [*argv, "--jit_compile=off"]
+
+
 def run_module(*args, timeout=600, env=None, cwd=None):
-    """Runs `python -m <args>` from the repository root; returns the CompletedProcess."""
+    """Runs `python -m <args>` from the repository root (train.run without
+    XLA unless args set --jit_compile: without_xla); returns the CompletedProcess."""
+    if args and args[0] == "train.run":
+        args = ("train.run", *without_xla(args[1:]))
     return subprocess.run(
         [sys.executable, "-m", *args],
         capture_output=True,
@@ -68,7 +82,8 @@ def unchanged(before, net):
 class TrainRunServer:
     """`python -m train.run ARGV` answered by one long-lived process
     (tests/train_run_server.py), for command lines that stop before training
-    and short runs: calling it returns a CompletedProcess as run_module would."""
+    and short runs: calling it returns a CompletedProcess as run_module would
+    (without XLA unless the args set --jit_compile: without_xla)."""
 
     def __init__(self, log_path):
         script = os.path.join(os.path.dirname(__file__), "train_run_server.py")
@@ -79,6 +94,7 @@ class TrainRunServer:
                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
     def __call__(self, *args, cwd=None):
+        args = without_xla(args)
         self.proc.stdin.write(json.dumps({"argv": [str(a) for a in args], "cwd": str(cwd or ROOT)}) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

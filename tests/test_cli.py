@@ -27,7 +27,7 @@ def cvae_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cvae")
     workdir, base = str(root / "work"), str(root / "serving")
     proc = run_module("train.run", "--model=cvae", f"--workdir={workdir}", f"--export_base={base}",
-                      "--epochs=2", "--latent_dim=4", *BASE)
+                      "--epochs=2", "--latent_dim=4", "--jit_compile=auto", *BASE)  # auto: a user's default
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, base
 
