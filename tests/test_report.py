@@ -193,7 +193,8 @@ def test_report_trains_evaluates_and_writes_the_tables(tmp_path):
     (tmp_path / "docs" / "zoo.json").write_text(json.dumps([PREVIOUS_VAE]))  # a row of an earlier report
     proc = run_module(
         "train.report", "--dataset=digits", "--models=ae,gan@off", "--budget=gan@off=0.01",
-        "--extra_args=--steps_per_epoch=2 --epochs=2", f"--runs_dir={tmp_path / 'runs'}", f"--out={out}",
+        "--extra_args=--steps_per_epoch=2 --epochs=2 --jit_compile=off",  # no XLA: conftest.without_xla
+        f"--runs_dir={tmp_path / 'runs'}", f"--out={out}",
         f"--readme={readme}", f"--cache_dir={tmp_path / 'cache'}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -216,11 +217,12 @@ def test_report_trains_evaluates_and_writes_the_tables(tmp_path):
     assert results[0] == PREVIOUS_VAE
     ae, gan = results[1:]
     assert ae["mode"] == "default" and ae["budget"] is None
-    assert ae["command"] == "python -m train.run --model=ae --dataset=digits --steps_per_epoch=2 --epochs=2"
+    assert ae["command"] == ("python -m train.run --model=ae --dataset=digits --steps_per_epoch=2 --epochs=2 "
+                             "--jit_compile=off")
     assert ae["epochs"] == 2
     assert gan["mode"] == "budget" and gan["budget"] == 0.01
     assert gan["command"] == ("python -m train.run --model=gan --dataset=digits --mixed_precision=off "
-                              "--epochs=100000 --max_minutes=0.01 --steps_per_epoch=2 --epochs=2")
+                              "--epochs=100000 --max_minutes=0.01 --steps_per_epoch=2 --epochs=2 --jit_compile=off")
     assert f"`{ae['command']}` (default run" in text and f"`{gan['command']}` (budget 0.01 min run" in text
     for r in results[1:]:
         assert r["commit"] != "abc1234"
