@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def without_xla(argv):
     """train.run's argv with --jit_compile=off unless it sets --jit_compile.
     Compiling a tiny run's step with XLA (auto's choice for most models on
-    CPUs) costs about 3 s of CPU and tests nothing new each time:
+    CPUs) costs 4-6 s of CPU and tests nothing new each time:
     test_precision.py compiles every model's step, and test_cli.py's cvae run
     keeps auto, as a user's command has it."""
     if any(str(a).startswith("--jit_compile") for a in argv):

@@ -136,7 +136,7 @@ def test_registered_with_their_defaults():
 
 
 def test_dcgan_has_the_tutorial_shapes_on_mnist():
-    model = zoo.build("dcgan", image_shape=(28, 28, 1), width=1.0)
+    model = zoo.build("dcgan", image_shape=(28, 28, 1), width=1.0, d_hidden=0)
     assert model.generator.input_shape == (None, 100)
     assert [l.output.shape[1:] for l in model.generator.layers if "conv2d_transpose" in l.name] == [
         (7, 7, 128),

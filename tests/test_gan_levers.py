@@ -473,7 +473,19 @@ def test_d_hidden_is_the_mlp_discriminators_last_hidden_layer_too():
     assert hidden.discriminator.count_params() - plain.discriminator.count_params() == fed * 64 + 64 + 64 - fed
 
 
+def test_d_hidden_output_is_the_features_the_projection_and_infogans_q_head_read():
+    """The layer's output is phi(x): the projection discriminator's class
+    embedding has its size, and InfoGAN's Q head reads it."""
+    cgan = zoo.build("cgan", image_shape=(28, 28, 1), net="conv", conditioning="projection", width=0.5, d_hidden=128)
+    assert cgan.discriminator.get_layer("class_embedding").units == 64
+    d = cgan.discriminate(tf.random.uniform([2, 28, 28, 1]), tf.constant([0, 3]))
+    assert d.shape == (2,)
+    infogan = zoo.build("infogan", image_shape=(28, 28, 1), net="conv", d_hidden=48)
+    assert infogan.q_head.input.shape[-1] == 48
+    assert infogan.discriminator.outputs[1].shape[-1] == 48
+
+
 def test_d_hidden_refuses_what_it_cannot_build():
-    for bad in (-1, 1.5, True):
+    for bad in (-1, 1.5, True, float("inf")):
         with pytest.raises(ValueError, match="d_hidden must be an integer >= 0"):
             zoo.build("dcgan", image_shape=(28, 28, 1), d_hidden=bad)

@@ -10,7 +10,8 @@ speed to the mean of its two (ratio_vs_reference); the second run takes twice
 the steps, so the difference of their CPU times gives the reference's images
 per CPU second too, and ratio_per_cpu_s compares the work per image, which
 other load on the machine disturbs less than wall time. With --vs_reference a
-model that has a `width` option is measured at width 1, the reference's nets.
+model is measured with the reference's nets: width 1 and no hidden layer in D
+(d_hidden 0), where it has those options.
 --torch_python=PYTHON runs its PyTorch twin too.
 """
 
@@ -167,8 +168,9 @@ def main(argv):
     policy = precision.apply(FLAGS.mixed_precision)
     image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     options = {}
-    if FLAGS.vs_reference and "width" in {f.name for f in dataclasses.fields(zoo.get(FLAGS.model).Config)}:
-        options["width"] = 1.0  # the reference's nets are the full-width ones
+    if FLAGS.vs_reference:  # the reference's nets: full width, no hidden layer in D
+        fields = {f.name for f in dataclasses.fields(zoo.get(FLAGS.model).Config)}
+        options = {k: v for k, v in {"width": 1.0, "d_hidden": 0}.items() if k in fields}
     def build():
         return zoo.build(FLAGS.model, image_shape=image_shape, num_classes=10, **options)
 
