@@ -1,7 +1,10 @@
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -21,19 +24,69 @@ def without_xla(argv):
     return [*argv, "--jit_compile=off"]
 
 
+class ForkServer:
+    """`python -m MODULE ARGV` and `python SCRIPT ARGV`, each run in a child
+    forked from one process that has imported TensorFlow and Keras, not the
+    zoo (tests/fork_server.py): a command's own process without its 5.5 s of
+    imports. Calls return a CompletedProcess as subprocess.run's would."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fork-server-")
+        self.log = open(os.path.join(self.dir, "server-stderr.txt"), "w")
+        self.proc = subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "fork_server.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        self.calls = 0
+
+    def __call__(self, args, timeout=600, env=None, cwd=None, module=True):
+        self.calls += 1
+        out, err = (os.path.join(self.dir, f"{self.calls}.{name}") for name in ("out", "err"))
+        request = {"module" if module else "script": args[0], "argv": [str(a) for a in args[1:]],
+                   "cwd": str(cwd or ROOT), "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+                   "stdout": out, "stderr": err, "timeout": timeout}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.flush()
+            raise RuntimeError(f"the fork server died: {open(self.log.name).read()[-3000:]}")
+        answer = json.loads(line)
+        cmd = [sys.executable, *(["-m"] if module else []), *map(str, args)]
+        if answer.get("timeout"):
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        texts = []
+        for path in (out, err):
+            with open(path) as f:
+                texts.append(f.read())
+            os.remove(path)
+        return subprocess.CompletedProcess(cmd, answer["code"], *texts)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_fork_server = None
+
+
+def fork_server():
+    """This test worker's ForkServer, started on first use."""
+    global _fork_server
+    if _fork_server is None:
+        _fork_server = ForkServer()
+        atexit.register(_fork_server.close)
+    return _fork_server
+
+
 def run_module(*args, timeout=600, env=None, cwd=None):
     """Runs `python -m <args>` from the repository root (train.run without
-    XLA unless args set --jit_compile: without_xla); returns the CompletedProcess."""
+    XLA unless args set --jit_compile: without_xla) in a child of the fork
+    server; returns the CompletedProcess."""
     if args and args[0] == "train.run":
         args = ("train.run", *without_xla(args[1:]))
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd or ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
-    )
+    return fork_server()(args, timeout=timeout, env=env, cwd=cwd)
 
 
 def small_options(name, latent_dim=4, **extra):
@@ -133,8 +186,7 @@ def run_mirrored_check(*cases):
     """{case: {"max_diff", "moved"}} from tests/mirrored_check.py, run in a fresh
     process: its 2 logical CPU devices must exist before TensorFlow starts."""
     script = os.path.join(os.path.dirname(__file__), "mirrored_check.py")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, script, *cases], capture_output=True, text=True, timeout=600, env=env)
+    done = fork_server()([script, *cases], timeout=600, env={"CUDA_VISIBLE_DEVICES": ""}, module=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
