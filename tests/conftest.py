@@ -44,10 +44,15 @@ class ForkServer:
         request = {"module" if module else "script": args[0], "argv": [str(a) for a in args[1:]],
                    "cwd": str(cwd or ROOT), "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
                    "stdout": out, "stderr": err, "timeout": timeout}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError:
+            line = ""
         if not line:
+            global _fork_server
+            _fork_server = None  # the next call starts a new one
             self.log.flush()
             raise RuntimeError(f"the fork server died: {open(self.log.name).read()[-3000:]}")
         answer = json.loads(line)
@@ -183,8 +188,9 @@ def saved_signatures(version_dir):
 
 
 def run_mirrored_check(*cases):
-    """{case: {"max_diff", "moved"}} from tests/mirrored_check.py, run in a fresh
-    process: its 2 logical CPU devices must exist before TensorFlow starts."""
+    """{case: {"max_diff", "moved"}} from tests/mirrored_check.py, run in a
+    process of its own, forked from one that has imported TensorFlow but not
+    started its runtime: its 2 logical CPU devices must exist before that starts."""
     script = os.path.join(os.path.dirname(__file__), "mirrored_check.py")
     done = fork_server()([script, *cases], timeout=600, env={"CUDA_VISIBLE_DEVICES": ""}, module=False)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,9 +5,12 @@ asked for. The child starts where a new interpreter would be after those two
 imports (about 5.5 s of CPU each here, most of a short command's cost): its
 own cwd, environment, sys.argv and sys.path[0] (the cwd for -m, the script's
 folder for a script), stdin from /dev/null, stdout and stderr to the files
-named, then runpy as `python` would, and its exit code as the answer.
-TensorFlow has run no op in this process, so no thread or device state is
-forked.
+named, then runpy; an exception or SystemExit leaves the child as it leaves
+an interpreter (traceback, atexit handlers, exit code). TensorFlow has run no
+op in this process, so none of its runtime, threads or devices is forked (the
+one other thread, jemalloc's from pyarrow's library, has fork handlers).
+Variables read only at start-up or import (PYTHONPATH, TF_CPP_MIN_LOG_LEVEL,
+TF_ENABLE_ONEDNN_OPTS, KERAS_BACKEND) are this process's, not a request's.
 
 Reads one JSON request per line, {"module" or "script", "argv", "cwd", "env",
 "stdout", "stderr", "timeout"}; answers {"code": exit code} or, past the
@@ -19,7 +22,6 @@ import runpy
 import signal
 import sys
 import time
-import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -30,56 +32,43 @@ BASE_PATH = sys.path[1:]  # without this file's folder
 
 
 def child(request):
-    """Runs the request in this (forked) process; never returns."""
-    code = 1
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(out, fd)
-        sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", closefd=False)
-        sys.stderr = open(2, "w", closefd=False)
-        if "module" in request:
-            sys.argv = ["-m", *request["argv"]]  # runpy sets argv[0] to the module's file
-            sys.path[:] = [request["cwd"], *BASE_PATH]
-            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = [request["script"], *request["argv"]]
-            sys.path[:] = [os.path.dirname(os.path.abspath(request["script"])), *BASE_PATH]
-            runpy.run_path(request["script"], run_name="__main__")
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001  (the traceback goes to the command's stderr, as python's would)
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001
-                pass
-        os._exit(code)
+    """Runs the request in this (forked) process. Its exceptions and SystemExit
+    propagate to the top, where the interpreter ends the child as it ends a
+    `python` process."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):  # first: errors below go to the files
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(out, fd)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # line-buffered, as python's
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if "module" in request:
+        sys.argv = ["-m", *request["argv"]]  # runpy sets argv[0] to the module's file
+        sys.path[:] = [request["cwd"], *BASE_PATH]
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = [request["script"], *request["argv"]]
+        sys.path[:] = [os.path.dirname(os.path.abspath(request["script"])), *BASE_PATH]
+        runpy.run_path(request["script"], run_name="__main__")
+    sys.exit(0)
 
 
 def serve(request):
     pid = os.fork()
     if pid == 0:
-        child(request)
-    deadline = time.time() + request.get("timeout", 600)
+        child(request)  # does not return: it raises SystemExit or another exception
+    deadline = time.monotonic() + request.get("timeout", 600)
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return {"code": os.waitstatus_to_exitcode(status)}
-        if time.time() > deadline:
+        if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             return {"timeout": True}

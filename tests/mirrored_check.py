@@ -1,5 +1,5 @@
-"""Run by conftest.run_mirrored_check in a fresh process (logical devices must be
-set up before TensorFlow initialises): for each GAN model, two train steps on a global
+"""Run by conftest.run_mirrored_check in a process of its own, whose TensorFlow
+runtime has not started (logical devices must be set up before it does): for each GAN model, two train steps on a global
 batch under tf.distribute.MirroredStrategy over 2 logical CPU devices, and the
 same two steps on one device; prints one JSON line {model: max |w_1 - w_2|}.
 Cases named on the command line run instead (tests/test_aae.py,
