@@ -24,7 +24,41 @@ def without_xla(argv):
     return [*argv, "--jit_compile=off"]
 
 
-class ForkServer:
+class LineServer:
+    """A long-lived helper process (a script in tests/) that answers one JSON
+    request per line of its stdin with one JSON line on its stdout; its
+    stderr goes to `log_path`."""
+
+    def __init__(self, script, log_path):
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, script)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    def ask(self, request):
+        """The answer to `request`; RuntimeError with the server's stderr if it died."""
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            self.died()
+            self.log.flush()
+            raise RuntimeError(f"the {type(self).__name__} died: {open(self.log.name).read()[-3000:]}")
+        return json.loads(line)
+
+    def died(self):
+        """Called when the server is found dead, before the error is raised."""
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+class ForkServer(LineServer):
     """`python -m MODULE ARGV` and `python SCRIPT ARGV`, each run in a child
     forked from one process that has imported TensorFlow and Keras, not the
     zoo (tests/fork_server.py): a command's own process without its 5.5 s of
@@ -32,10 +66,7 @@ class ForkServer:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="fork-server-")
-        self.log = open(os.path.join(self.dir, "server-stderr.txt"), "w")
-        self.proc = subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "fork_server.py")],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        super().__init__("fork_server.py", os.path.join(self.dir, "server-stderr.txt"))
         self.calls = 0
 
     def __call__(self, args, timeout=600, env=None, cwd=None, module=True):
@@ -44,18 +75,7 @@ class ForkServer:
         request = {"module" if module else "script": args[0], "argv": [str(a) for a in args[1:]],
                    "cwd": str(cwd or ROOT), "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
                    "stdout": out, "stderr": err, "timeout": timeout}
-        try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except OSError:
-            line = ""
-        if not line:
-            global _fork_server
-            _fork_server = None  # the next call starts a new one
-            self.log.flush()
-            raise RuntimeError(f"the fork server died: {open(self.log.name).read()[-3000:]}")
-        answer = json.loads(line)
+        answer = self.ask(request)
         cmd = [sys.executable, *(["-m"] if module else []), *map(str, args)]
         if answer.get("timeout"):
             raise subprocess.TimeoutExpired(cmd, timeout)
@@ -66,10 +86,12 @@ class ForkServer:
             os.remove(path)
         return subprocess.CompletedProcess(cmd, answer["code"], *texts)
 
+    def died(self):
+        global _fork_server
+        _fork_server = None  # the next call starts a new one
+
     def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        self.log.close()
+        super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -137,35 +159,19 @@ def unchanged(before, net):
     return all(np.array_equal(a, b) for a, b in zip(before, weights(net)))
 
 
-class TrainRunServer:
+class TrainRunServer(LineServer):
     """`python -m train.run ARGV` answered by one long-lived process
     (tests/train_run_server.py), for command lines that stop before training
     and short runs: calling it returns a CompletedProcess as run_module would
     (without XLA unless the args set --jit_compile: without_xla)."""
 
     def __init__(self, log_path):
-        script = os.path.join(os.path.dirname(__file__), "train_run_server.py")
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True, cwd=ROOT,
-                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        super().__init__("train_run_server.py", log_path)
 
     def __call__(self, *args, cwd=None):
         args = without_xla(args)
-        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in args], "cwd": str(cwd or ROOT)}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            self.log.flush()
-            raise RuntimeError(f"the train.run server died: {open(self.log_path).read()[-3000:]}")
-        answer = json.loads(line)
+        answer = self.ask({"argv": [str(a) for a in args], "cwd": str(cwd or ROOT)})
         return subprocess.CompletedProcess(["train.run", *args], answer["code"], answer["stdout"], answer["stderr"])
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        self.log.close()
 
 
 @pytest.fixture(scope="session")
