@@ -2,6 +2,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,32 +60,38 @@ class LineServer:
 
 
 class ForkServer(LineServer):
-    """`python -m MODULE ARGV` and `python SCRIPT ARGV`, each run in a child
-    forked from one process that has imported TensorFlow and Keras, not the
-    zoo (tests/fork_server.py): a command's own process without its 5.5 s of
-    imports. Calls return a CompletedProcess as subprocess.run's would."""
+    """`python -m MODULE ARGV`, `python SCRIPT ARGV` and `python -c CODE ARGV`,
+    each run in a child forked from one process that has imported TensorFlow
+    and Keras, not the zoo (tests/fork_server.py): a command's own process
+    without its 5.5 s of imports. Calling the server runs a command to its end
+    and returns a CompletedProcess as subprocess.run's would; start() returns
+    a ForkedProcess while it runs, for tests that signal or kill it."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="fork-server-")
         super().__init__("fork_server.py", os.path.join(self.dir, "server-stderr.txt"))
         self.calls = 0
 
-    def __call__(self, args, timeout=600, env=None, cwd=None, module=True):
+    def _request(self, args, env, cwd, kind):
+        """The request for `python [-m|<script>|-c] args` and its cmd, as subprocess's would be."""
         self.calls += 1
         out, err = (os.path.join(self.dir, f"{self.calls}.{name}") for name in ("out", "err"))
-        request = {"module" if module else "script": args[0], "argv": [str(a) for a in args[1:]],
-                   "cwd": str(cwd or ROOT), "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
-                   "stdout": out, "stderr": err, "timeout": timeout}
-        answer = self.ask(request)
-        cmd = [sys.executable, *(["-m"] if module else []), *map(str, args)]
+        request = {kind: str(args[0]), "argv": [str(a) for a in args[1:]], "cwd": str(cwd or ROOT),
+                   "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, "stdout": out, "stderr": err}
+        flag = {"module": ["-m"], "script": [], "code": ["-c"]}[kind]
+        return request, [sys.executable, *flag, *map(str, args)]
+
+    def __call__(self, args, timeout=600, env=None, cwd=None, kind="module"):
+        request, cmd = self._request(args, env, cwd, kind)
+        answer = self.ask({**request, "timeout": timeout})
         if answer.get("timeout"):
             raise subprocess.TimeoutExpired(cmd, timeout)
-        texts = []
-        for path in (out, err):
-            with open(path) as f:
-                texts.append(f.read())
-            os.remove(path)
-        return subprocess.CompletedProcess(cmd, answer["code"], *texts)
+        return subprocess.CompletedProcess(cmd, answer["code"], *_take(request["stdout"], request["stderr"]))
+
+    def start(self, args, env=None, cwd=None, kind="module"):
+        """The command started (not waited for) as a ForkedProcess."""
+        request, cmd = self._request(args, env, cwd, kind)
+        return ForkedProcess(self, self.ask({**request, "detach": True})["pid"], cmd, request)
 
     def died(self):
         global _fork_server
@@ -93,6 +100,52 @@ class ForkServer(LineServer):
     def close(self):
         super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _take(*paths):
+    """The texts of files `paths`, which are then removed."""
+    texts = []
+    for path in paths:
+        with open(path) as f:
+            texts.append(f.read())
+        os.remove(path)
+    return texts
+
+
+class ForkedProcess:
+    """A command started by ForkServer.start, with subprocess.Popen's pid,
+    returncode, poll, wait, send_signal, kill and communicate (its output
+    is read from files once it has ended)."""
+
+    def __init__(self, server, pid, args, request):
+        self.server, self.pid, self.args, self.request = server, pid, args, request
+        self.returncode = None
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            answer = self.server.ask({"wait": self.pid, "timeout": 3600 if timeout is None else timeout})
+            if answer.get("timeout"):
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = answer["code"]
+        return self.returncode
+
+    def poll(self):
+        try:
+            return self.wait(0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig):
+        if self.returncode is None:  # until then the pid is this child's, even if it has exited (unreaped)
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout=None):
+        """(stdout, stderr) once the command has ended."""
+        self.wait(timeout)
+        return tuple(_take(self.request["stdout"], self.request["stderr"]))
 
 
 _fork_server = None
@@ -198,7 +251,7 @@ def run_mirrored_check(*cases):
     process of its own, forked from one that has imported TensorFlow but not
     started its runtime: its 2 logical CPU devices must exist before that starts."""
     script = os.path.join(os.path.dirname(__file__), "mirrored_check.py")
-    done = fork_server()([script, *cases], timeout=600, env={"CUDA_VISIBLE_DEVICES": ""}, module=False)
+    done = fork_server()([script, *cases], timeout=600, env={"CUDA_VISIBLE_DEVICES": ""}, kind="script")
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -208,7 +261,7 @@ def run_mirrored_check(*cases):
 # probes) are marked `slow`, found by the names their code, their fixtures'
 # code and the test modules' helpers they call use, so that
 # `pytest -m "not slow"` is a quick in-process loop.
-SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "TrainRunServer", "subprocess", "Popen", "export",
+SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "fork_server", "TrainRunServer", "subprocess", "Popen", "export",
                         "export_workdir"})
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,10 +1,10 @@
 """Run by conftest's run_module and run_mirrored_check: one process per test
 worker that has imported TensorFlow and Keras (and nothing of the zoo) and
-forks a child for each `python -m MODULE ARGV` or `python SCRIPT ARGV` it is
-asked for. The child starts where a new interpreter would be after those two
+forks a child for each `python -m MODULE ARGV`, `python SCRIPT ARGV` or
+`python -c CODE ARGV` it is asked for. The child starts where a new interpreter would be after those two
 imports (about 5.5 s of CPU each here, most of a short command's cost): its
 own cwd, environment, sys.argv and sys.path[0] (the cwd for -m, the script's
-folder for a script), stdin from /dev/null, stdout and stderr to the files
+folder for a script, '' for -c), stdin from /dev/null, stdout and stderr to the files
 named, then runpy; an exception or SystemExit ends the child as it ends an
 interpreter (traceback through sys.excepthook, atexit handlers, flushed
 streams, the exit code) but for the interpreter's finalisation, which takes
@@ -14,9 +14,15 @@ one other thread, jemalloc's from pyarrow's library, has fork handlers).
 Variables read only at start-up or import (PYTHONPATH, TF_CPP_MIN_LOG_LEVEL,
 TF_ENABLE_ONEDNN_OPTS, KERAS_BACKEND) are this process's, not a request's.
 
-Reads one JSON request per line, {"module" or "script", "argv", "cwd", "env",
-"stdout", "stderr", "timeout"}; answers {"code": exit code} or, past the
-timeout (the child killed), {"timeout": true}."""
+Reads one JSON request per line and answers each with one line:
+- {"module", "script" or "code", "argv", "cwd", "env", "stdout", "stderr",
+  "timeout"}: runs the command to its end; {"code": exit code} or, past the
+  timeout (the child killed), {"timeout": true}. "code" is `python -c CODE`.
+- the same with "detach": true: starts it; {"pid": pid} at once. The caller
+  signals the pid itself; this process reaps it (a child of this one).
+- {"wait": pid, "timeout"}: {"code": exit code} once the started child has
+  ended, or {"timeout": true} if it still runs after the timeout (0: a poll).
+Children started and not waited for are killed when stdin closes."""
 
 import atexit
 import json
@@ -54,6 +60,10 @@ def child(request):
         sys.argv = ["-m", *request["argv"]]  # runpy sets argv[0] to the module's file
         sys.path[:] = [request["cwd"], *BASE_PATH]
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    elif "code" in request:
+        sys.argv = ["-c", *request["argv"]]
+        sys.path[:] = ["", *BASE_PATH]
+        exec(compile(request["code"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
     else:
         sys.argv = [request["script"], *request["argv"]]
         sys.path[:] = [os.path.dirname(os.path.abspath(request["script"])), *BASE_PATH]
@@ -82,27 +92,55 @@ def finish(run):
         os._exit(code)
 
 
-def serve(request):
+started = set()  # detached children not yet reaped
+
+
+def start(request):
     pid = os.fork()
     if pid == 0:
         finish(lambda: child(request))
-    deadline = time.monotonic() + request.get("timeout", 600)
+    return pid
+
+
+def wait(pid, timeout):
+    """The exit code of child `pid`, or None if it still runs after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return {"code": os.waitstatus_to_exitcode(status)}
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return {"timeout": True}
+            started.discard(pid)
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
         time.sleep(0.02)
+
+
+def serve(request):
+    if "wait" in request:
+        code = wait(request["wait"], request["timeout"])
+        return {"timeout": True} if code is None else {"code": code}
+    pid = start(request)
+    if request.get("detach"):
+        started.add(pid)
+        return {"pid": pid}
+    code = wait(pid, request.get("timeout", 600))
+    if code is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return {"timeout": True}
+    return {"code": code}
 
 
 def main():
     protocol = sys.stdout
-    for line in sys.stdin:
-        protocol.write(json.dumps(serve(json.loads(line))) + "\n")
-        protocol.flush()
+    try:
+        for line in sys.stdin:
+            protocol.write(json.dumps(serve(json.loads(line))) + "\n")
+            protocol.flush()
+    finally:
+        for pid in started:  # a test that failed before waiting for its process
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,11 @@
 its definition, gradients through it, shapes and ranges, policies, and the
 global-batch draws that make 2 replicas transform as one device."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import fork_server
 from zoo import augment
 
 SEED = tf.constant([3, 9], tf.int64)
@@ -144,10 +140,8 @@ print(float(np.max(np.abs(one - two))), float(np.max(np.abs(two[4:] - alone))))
 
 
 def test_two_replicas_together_draw_what_one_device_draws():
-    done = subprocess.run(
-        [sys.executable, "-c", REPLICA_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
-    )
+    done = fork_server()([REPLICA_CHECK], timeout=300, env={"CUDA_VISIBLE_DEVICES": ""}, kind="code")
+
     assert done.returncode == 0, done.stderr[-3000:]
     same, naive = map(float, done.stdout.split()[-2:])
     assert same == 0.0

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_module
+from conftest import fork_server, run_module
 
 BASE = ["--dataset=digits", "--batch_size=32", "--steps_per_epoch=4", "--verbose=0"]
 
@@ -143,9 +143,7 @@ def served(cvae_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     script = folder / "serve.py"
     script.write_text(FRESH)
-    proc = subprocess.run([sys.executable, str(script),
-                           os.path.join(base, "cvae", "1")], capture_output=True, text=True,
-                          cwd=str(folder), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = fork_server()([script, os.path.join(base, "cvae", "1")], cwd=folder, kind="script")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_module
+from conftest import ROOT, fork_server, run_module
 from test_faults import BASE, copy_of, history, last_line, trained  # noqa: F401  (trained: a fixture)
 
 
@@ -84,9 +84,8 @@ def test_concurrent_exports_get_distinct_versions_and_dead_exports_are_cleaned(t
     workdir, base = copy_of(trained, tmp_path), tmp_path / "b"
     (base / "ae" / ".tmp-7-99999").mkdir(parents=True)  # what a killed export left
     (base / "ae" / ".tmp-7-99999.io.npz").write_bytes(b"")
-    cmd = [sys.executable, "-m", "export.run", f"--workdir={workdir}", f"--export_base={base}"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}) for _ in range(2)]
+    cmd = ["export.run", f"--workdir={workdir}", f"--export_base={base}"]
+    procs = [fork_server().start(cmd) for _ in range(2)]  # two processes at once
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-1000:] for _, err in outputs]
     assert sorted(os.listdir(base / "ae")) == ["1", "2"]

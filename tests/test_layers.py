@@ -1,16 +1,12 @@
 """zoo.layers: the fused BatchNormalization computes keras.layers.BatchNormalization's
 function, and Dropout keeps each unit with probability 1 - p, unbiased."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import fork_server
 from zoo.layers import BatchNormalization, Dropout, keep_mask
 
 
@@ -80,10 +76,8 @@ print("ok")
 def test_batch_norm_synchronizes_over_replicas():
     """With several replicas a synchronized BatchNormalization normalises with the
     statistics of the global batch (Keras's all-reduce), not the replica's."""
-    proc = subprocess.run(
-        [sys.executable, "-c", SYNC_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    proc = fork_server()([SYNC_CHECK], timeout=300, kind="code")
+
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 

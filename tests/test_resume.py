@@ -1,17 +1,16 @@
-"""Interrupted runs: SIGTERM, then SIGKILL of the rerun, at a real train.run, then the same
-command again to the end (with --lr_decay, so the schedule must resume where it stopped too)."""
+"""Interrupted runs: SIGTERM, then SIGKILL of the rerun, at a train.run (each a child of the
+fork server: a process of its own, with its signal handlers), then the same command again to the
+end (with --lr_decay, so the schedule must resume where it stopped too)."""
 
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import fork_server
 
 # No XLA (the plain step resumes the same way; test_precision.py covers the compiled
 # one): 2.5 s less for each of the test's four runs.
@@ -20,11 +19,7 @@ ARGS = ["--model=vae", "--net=conv", "--latent_dim=4", "--batch_size=64", "--ste
 
 
 def command(workdir):
-    return [sys.executable, "-m", "train.run", f"--workdir={workdir}", *ARGS]
-
-
-def env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return ["train.run", f"--workdir={workdir}", *ARGS]
 
 
 def final_weights(workdir):
@@ -45,8 +40,7 @@ def checkpoint_steps(workdir):
 def interrupt(workdir, sig, after=0):
     """Starts the run, sends `sig` once it has saved a checkpoint past step `after`;
     returns (process, stderr)."""
-    proc = subprocess.Popen(command(workdir), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = fork_server().start(command(workdir))
     try:
         deadline = time.time() + 300
         while not [s for s in checkpoint_steps(workdir) if s > after]:
@@ -66,7 +60,7 @@ def interrupt(workdir, sig, after=0):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("whole") / "w")
-    proc = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    proc = fork_server()(command(workdir))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return final_weights(workdir)
 
@@ -81,7 +75,7 @@ def test_a_run_stopped_by_sigterm_then_killed_ends_with_the_weights_of_an_uninte
     proc, stderr = interrupt(workdir, signal.SIGKILL, after=step)  # the same command, killed in turn
     assert proc.returncode == -signal.SIGKILL and "resumed from" in stderr
     assert max(checkpoint_steps(workdir)) < 32  # 4 epochs x 8 steps
-    resumed = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    resumed = fork_server()(command(workdir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
     weights = final_weights(workdir)

@@ -7,8 +7,6 @@ import json
 import os
 import pickle
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -16,11 +14,10 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from conftest import run_module
+from conftest import fork_server, run_module
 from export import saved_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def build(name, image_shape, **options):
@@ -51,8 +48,7 @@ def probe(models, tmp_path):
     results per model; asserts it lived."""
     cases_path = tmp_path / "cases.pkl"
     cases_path.write_bytes(pickle.dumps(models))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "serving_probe.py"), str(cases_path)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    proc = fork_server()([os.path.join(HERE, "serving_probe.py"), cases_path], timeout=300, kind="script")
     assert proc.returncode == 0, proc.stderr[-3000:]  # no abort, whatever the input
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "alive"
@@ -173,7 +169,7 @@ print(json.dumps({"same_seed": float(tf.reduce_max(tf.abs(a - b))), "other_seed"
 def test_sample_draws_on_the_server_as_generate_does(exported, tmp_path):
     script = tmp_path / "sample.py"
     script.write_text(SAMPLE)
-    proc = subprocess.run([sys.executable, str(script), exported["cgan"]], capture_output=True, text=True, env=ENV)
+    proc = fork_server()([script, exported["cgan"]], timeout=300, kind="script")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["same_seed"] == 0.0 and out["other_seed"] > 1e-3
@@ -203,8 +199,7 @@ print(json.dumps(out))
 def test_tfsm_layer_calls_every_endpoint_and_arguments_keep_their_names(exported, tmp_path):
     script = tmp_path / "tfsm.py"
     script.write_text(TFSM)
-    proc = subprocess.run([sys.executable, str(script), exported["vae"], exported["cgan"]],
-                          capture_output=True, text=True, env=ENV)
+    proc = fork_server()([script, exported["vae"], exported["cgan"]], timeout=300, kind="script")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["vae_default"] == [2, 28, 28, 1] and out["vae_encode"] == ["z", "z_stddev"]
