@@ -61,11 +61,12 @@ class LineServer:
 
 class ForkServer(LineServer):
     """`python -m MODULE ARGV`, `python SCRIPT ARGV` and `python -c CODE ARGV`,
-    each run in a child forked from one process that has imported TensorFlow
-    and Keras, not the zoo (tests/fork_server.py): a command's own process
-    without its 5.5 s of imports. Calling the server runs a command to its end
-    and returns a CompletedProcess as subprocess.run's would; start() returns
-    a ForkedProcess while it runs, for tests that signal or kill it."""
+    each run in a child forked from one process that has imported TensorFlow,
+    Keras and TensorFlow Probability, not the zoo (tests/fork_server.py): a
+    command's own process without its 7 s of imports. Calling the server
+    runs a command to its end and returns a CompletedProcess as
+    subprocess.run's would; start() returns a ForkedProcess while it runs,
+    for tests that signal or kill it."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="fork-server-")

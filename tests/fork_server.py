@@ -1,17 +1,19 @@
-"""Run by conftest's run_module and run_mirrored_check: one process per test
-worker that has imported TensorFlow and Keras (and nothing of the zoo) and
-forks a child for each `python -m MODULE ARGV`, `python SCRIPT ARGV` or
-`python -c CODE ARGV` it is asked for. The child starts where a new interpreter would be after those two
-imports (about 5.5 s of CPU each here, most of a short command's cost): its
-own cwd, environment, sys.argv and sys.path[0] (the cwd for -m, the script's
-folder for a script, '' for -c), stdin from /dev/null, stdout and stderr to the files
-named, then runpy; an exception or SystemExit ends the child as it ends an
-interpreter (traceback through sys.excepthook, atexit handlers, flushed
-streams, the exit code) but for the interpreter's finalisation, which takes
-2 s with TensorFlow loaded: os._exit instead. TensorFlow has run no
-op in this process, so none of its runtime, threads or devices is forked (the
-one other thread, jemalloc's from pyarrow's library, has fork handlers).
-Variables read only at start-up or import (PYTHONPATH, TF_CPP_MIN_LOG_LEVEL,
+"""Run by conftest's run_module, run_mirrored_check and ForkServer: one process
+per test worker that has imported TensorFlow, Keras and TensorFlow Probability
+(and nothing of the zoo) and forks a child for each `python -m MODULE ARGV`,
+`python SCRIPT ARGV` or `python -c CODE ARGV` it is asked for. The child
+starts where a new interpreter would be after those imports (about 7 s of CPU
+here, most of a short command's cost): its own cwd, environment, sys.argv and
+sys.path[0] (the cwd for -m, the script's folder for a script, '' for -c),
+stdin from /dev/null, stdout and stderr to the files named, then runpy; an
+exception or SystemExit ends the child as it ends an interpreter (traceback
+through sys.excepthook, atexit handlers, flushed streams, the exit code) but
+for the interpreter's finalisation, which takes 2 s with TensorFlow loaded:
+os._exit instead. TensorFlow has run no op in this process, so none of its
+runtime, threads or devices is forked (the one other thread, jemalloc's from
+pyarrow's library, has fork handlers). A child has these modules loaded where
+a new interpreter running the same command might not (no command of the zoo
+but export.onnx avoids them). Variables read only at start-up or import (PYTHONPATH, TF_CPP_MIN_LOG_LEVEL,
 TF_ENABLE_ONEDNN_OPTS, KERAS_BACKEND) are this process's, not a request's.
 
 Reads one JSON request per line and answers each with one line:
@@ -25,6 +27,7 @@ Reads one JSON request per line and answers each with one line:
 Children started and not waited for are killed when stdin closes."""
 
 import atexit
+import gc
 import json
 import os
 import runpy
@@ -36,6 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402,F401
 import tensorflow  # noqa: E402,F401
+import tensorflow_probability  # noqa: E402,F401  (the zoo's; with tf_keras and tensorboard: 1.3 s more each)
+
+gc.freeze()  # the imports' objects: no collection in a child touches (and copies) their pages
 
 BASE_PATH = sys.path[1:]  # without this file's folder
 
