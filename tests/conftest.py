@@ -73,25 +73,27 @@ class ForkServer(LineServer):
         super().__init__("fork_server.py", os.path.join(self.dir, "server-stderr.txt"))
         self.calls = 0
 
-    def _request(self, args, env, cwd, kind):
+    def _request(self, args, env, cwd, kind, stderr_to_stdout, options):
         """The request for `python [-m|<script>|-c] args` and its cmd, as subprocess's would be."""
         self.calls += 1
         out, err = (os.path.join(self.dir, f"{self.calls}.{name}") for name in ("out", "err"))
         request = {kind: str(args[0]), "argv": [str(a) for a in args[1:]], "cwd": str(cwd or ROOT),
-                   "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, "stdout": out, "stderr": err}
+                   "env": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, "stdout": out,
+                   "stderr": None if stderr_to_stdout else err, **options}
         flag = {"module": ["-m"], "script": [], "code": ["-c"]}[kind]
         return request, [sys.executable, *flag, *map(str, args)]
 
-    def __call__(self, args, timeout=600, env=None, cwd=None, kind="module"):
-        request, cmd = self._request(args, env, cwd, kind)
+    def __call__(self, args, timeout=600, env=None, cwd=None, kind="module", stderr_to_stdout=False, **options):
+        """Runs the command to its end. options: fork_server.py's (new_session, file_size_limit)."""
+        request, cmd = self._request(args, env, cwd, kind, stderr_to_stdout, options)
         answer = self.ask({**request, "timeout": timeout})
         if answer.get("timeout"):
             raise subprocess.TimeoutExpired(cmd, timeout)
-        return subprocess.CompletedProcess(cmd, answer["code"], *_take(request["stdout"], request["stderr"]))
+        return subprocess.CompletedProcess(cmd, answer["code"], *_take(request))
 
-    def start(self, args, env=None, cwd=None, kind="module"):
+    def start(self, args, env=None, cwd=None, kind="module", stderr_to_stdout=False, **options):
         """The command started (not waited for) as a ForkedProcess."""
-        request, cmd = self._request(args, env, cwd, kind)
+        request, cmd = self._request(args, env, cwd, kind, stderr_to_stdout, options)
         return ForkedProcess(self, self.ask({**request, "detach": True})["pid"], cmd, request)
 
     def died(self):
@@ -103,10 +105,14 @@ class ForkServer(LineServer):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _take(*paths):
-    """The texts of files `paths`, which are then removed."""
+def _take(request):
+    """(stdout, stderr) of a request's command, read from its files, which are
+    then removed; stderr None if it went to stdout (Popen's stderr=STDOUT)."""
     texts = []
-    for path in paths:
+    for path in (request["stdout"], request["stderr"]):
+        if path is None:
+            texts.append(None)
+            continue
         with open(path) as f:
             texts.append(f.read())
         os.remove(path)
@@ -146,7 +152,7 @@ class ForkedProcess:
     def communicate(self, timeout=None):
         """(stdout, stderr) once the command has ended."""
         self.wait(timeout)
-        return tuple(_take(self.request["stdout"], self.request["stderr"]))
+        return tuple(_take(self.request))
 
 
 _fork_server = None

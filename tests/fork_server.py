@@ -19,7 +19,11 @@ TF_ENABLE_ONEDNN_OPTS, KERAS_BACKEND) are this process's, not a request's.
 Reads one JSON request per line and answers each with one line:
 - {"module", "script" or "code", "argv", "cwd", "env", "stdout", "stderr",
   "timeout"}: runs the command to its end; {"code": exit code} or, past the
-  timeout (the child killed), {"timeout": true}. "code" is `python -c CODE`.
+  timeout (the child killed), {"timeout": true}. "code" is `python -c CODE`;
+  "stderr": null sends stderr to stdout's file; "new_session": true starts a
+  session (a process group) as Popen's start_new_session; "file_size_limit":
+  n makes writes past n bytes fail with EFBIG (SIGXFSZ ignored), as on a full
+  disk.
 - the same with "detach": true: starts it; {"pid": pid} at once. The caller
   signals the pid itself; this process reaps it (a child of this one).
 - {"wait": pid, "timeout"}: {"code": exit code} once the started child has
@@ -31,8 +35,10 @@ import gc
 import json
 import os
 import runpy
+import resource
 import signal
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,11 +55,19 @@ BASE_PATH = sys.path[1:]  # without this file's folder
 def child(request):
     """Runs the request in this (forked) process; raises SystemExit or another
     exception (finish() ends the process)."""
+    if request.get("new_session"):  # as Popen's start_new_session: the caller can kill its process group
+        os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):  # first: errors below go to the files
+        if fd == 2 and path is None:  # as Popen's stderr=STDOUT
+            os.dup2(1, 2)
+            continue
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(out, fd)
+    if request.get("file_size_limit"):  # writes past it fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_size_limit"],) * 2)
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # line-buffered, as python's
@@ -62,6 +76,7 @@ def child(request):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # read from TMPDIR again on first use, as in a new interpreter
     if "module" in request:
         sys.argv = ["-m", *request["argv"]]  # runpy sets argv[0] to the module's file
         sys.path[:] = [request["cwd"], *BASE_PATH]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, fork_server, run_module
+from conftest import fork_server, run_module, without_xla
 from test_faults import BASE, copy_of, history, last_line, trained  # noqa: F401  (trained: a fixture)
 
 
@@ -105,28 +105,20 @@ def test_the_verify_child_dies_with_its_parent():
     assert int(proc.stdout.strip()) == signal.SIGKILL
 
 
-def _disk_full():
-    """In the child: writes past 200 KB fail with EFBIG, as on a full disk."""
-    import resource
-    import signal
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+DISK_FULL = 200_000  # bytes: a file_size_limit past which writes fail with EFBIG, as on a full disk
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint_and_history(trained, tmp_path):
     workdir, base = copy_of(trained, tmp_path), tmp_path / "b"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "train.run", *BASE, "--epochs=3", f"--workdir={workdir}"],
-                          cwd=ROOT, capture_output=True, text=True, env=env, preexec_fn=_disk_full)
+    proc = fork_server()(["train.run", *without_xla([*BASE, "--epochs=3", f"--workdir={workdir}"])],
+                         file_size_limit=DISK_FULL)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert re.search(r"cannot write the checkpoint of step 6 .*resume from \S+ckpt-4$", last_line(proc))
     # the last checkpoint stays the one to resume from; epoch 2's row, written before its failed
     # checkpoint, is dropped by the resumed run (test_faults: repair_history)
     assert 'model_checkpoint_path: "ckpt-4"' in (workdir / "checkpoints" / "checkpoint").read_text()
     assert history(workdir)[:2] == [0, 1]
-    proc = subprocess.run([sys.executable, "-m", "export.run", f"--workdir={workdir}", f"--export_base={base}"],
-                          cwd=ROOT, capture_output=True, text=True, env=env, preexec_fn=_disk_full)
+    proc = fork_server()(["export.run", f"--workdir={workdir}", f"--export_base={base}"], file_size_limit=DISK_FULL)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "cannot write the SavedModel" in last_line(proc) and os.listdir(base / "ae") == []
 

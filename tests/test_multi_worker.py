@@ -1,21 +1,20 @@
 """--strategy=multi_worker: two worker processes on 127.0.0.1 train one run.
 
 Each worker is tests/multi_worker_check.py (train.run's main with the same
-flags, saving what the worker holds at the end), with its own TF_CONFIG and its
-own TMPDIR, so that the non-chief's scratch directory can be seen to go."""
+flags, saving what the worker holds at the end), a child of the fork server
+with its own TF_CONFIG and its own TMPDIR, so that the non-chief's scratch
+directory can be seen to go."""
 
 import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from conftest import ROOT
+from conftest import fork_server
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_check.py")
 TIMEOUT = 150  # seconds for one cluster run, both workers together
@@ -34,30 +33,32 @@ def free_ports(n):
             s.close()
 
 
+def start(args, env):
+    """tests/multi_worker_check.py with `args` and `env`, in a process group of its own (a
+    child of the fork server, its output and errors in one file: not pipes, which would
+    stall a worker when full)."""
+    return fork_server().start(args, env=env, kind="script", stderr_to_stdout=True, new_session=True)
+
+
 def run_cluster(tmp_path, name, args):
     """Runs WORKERS workers of one cluster with train.run's `args` to the end.
     Returns [(returncode, stderr, weights or None, TMPDIR)] by worker index;
     whatever happens, no worker (nor any child of it) outlives the call."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(WORKERS)]}
-    procs, logs, outs, tmpdirs = [], [], [], []
+    procs, outs, tmpdirs = [], [], []
     try:
         for index in range(WORKERS):
             tmpdir = tmp_path / f"{name}-tmp{index}"
             tmpdir.mkdir()
             env = {
-                **os.environ,
                 "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
                 "CUDA_VISIBLE_DEVICES": "",
-                "TF_CPP_MIN_LOG_LEVEL": "3",
                 "TMPDIR": str(tmpdir),
             }
             out = tmp_path / f"{name}-{index}.npz"
-            log = open(tmp_path / f"{name}-{index}.log", "w+")  # files, not pipes: a full pipe would stall a worker
-            logs.append(log)
             outs.append(out)
             tmpdirs.append(tmpdir)
-            procs.append(subprocess.Popen([sys.executable, DRIVER, str(out), *args], cwd=ROOT, env=env,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(start([DRIVER, out, *args], env))
         deadline = time.monotonic() + TIMEOUT
         for proc in procs:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -71,10 +72,8 @@ def run_cluster(tmp_path, name, args):
             except ProcessLookupError:
                 pass
     results = []
-    for proc, log, out, tmpdir in zip(procs, logs, outs, tmpdirs):
-        log.seek(0)
-        text = log.read()
-        log.close()
+    for proc, out, tmpdir in zip(procs, outs, tmpdirs):
+        text = proc.communicate()[0]
         weights = list(np.load(out).values()) if out.exists() else None
         results.append((proc.returncode, text, weights, tmpdir))
     return results
@@ -111,21 +110,17 @@ def test_two_workers_train_dcgan_as_one_device_does_only_the_chief_writes_and_bo
             "--dataset=digits",
             "--batch_size=16", "--steps_per_epoch=3", "--verbose=0"]
     one_device = tmp_path / "one.npz"
-    with open(tmp_path / "one.log", "w+") as log:
-        proc = subprocess.Popen([sys.executable, DRIVER, str(one_device), *args, "--epochs=1",
-                                 f"--workdir={tmp_path / 'one'}"],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
-        try:  # alongside the cluster, which spends much of its time waiting
-            results = run_cluster(tmp_path, "dcgan", [*args, "--epochs=1", "--strategy=multi_worker",
-                                                      f"--workdir={workdir}", f"--export_base={base}"])
-            proc.wait(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.seek(0)
-        assert proc.returncode == 0, log.read()[-3000:]
+    proc = start([DRIVER, one_device, *args, "--epochs=1", f"--workdir={tmp_path / 'one'}"],
+                 {"CUDA_VISIBLE_DEVICES": ""})
+    try:  # alongside the cluster, which spends much of its time waiting
+        results = run_cluster(tmp_path, "dcgan", [*args, "--epochs=1", "--strategy=multi_worker",
+                                                  f"--workdir={workdir}", f"--export_base={base}"])
+        proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, proc.communicate()[0][-3000:]
     check_cluster_run(results)
     expected = list(np.load(one_device).values())
     assert len(expected) == len(results[0][2])
