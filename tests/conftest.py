@@ -87,9 +87,10 @@ class ForkServer(LineServer):
         """Runs the command to its end. options: fork_server.py's (new_session, file_size_limit)."""
         request, cmd = self._request(args, env, cwd, kind, stderr_to_stdout, options)
         answer = self.ask({**request, "timeout": timeout})
+        out, err = _take(request)
         if answer.get("timeout"):
-            raise subprocess.TimeoutExpired(cmd, timeout)
-        return subprocess.CompletedProcess(cmd, answer["code"], *_take(request))
+            raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err)
+        return subprocess.CompletedProcess(cmd, answer["code"], out, err)
 
     def start(self, args, env=None, cwd=None, kind="module", stderr_to_stdout=False, **options):
         """The command started (not waited for) as a ForkedProcess."""
@@ -122,7 +123,9 @@ def _take(request):
 class ForkedProcess:
     """A command started by ForkServer.start, with subprocess.Popen's pid,
     returncode, poll, wait, send_signal, kill and communicate (its output
-    is read from files once it has ended)."""
+    is read from files once it has ended; discard() removes them unread).
+    wait() without a timeout gives up after an hour, and the fork server
+    serves nothing else while it waits."""
 
     def __init__(self, server, pid, args, request):
         self.server, self.pid, self.args, self.request = server, pid, args, request
@@ -153,6 +156,11 @@ class ForkedProcess:
         """(stdout, stderr) once the command has ended."""
         self.wait(timeout)
         return tuple(_take(self.request))
+
+    def discard(self):
+        """Waits for the command's end and removes its output unread."""
+        self.wait()
+        _take(self.request)
 
 
 _fork_server = None
@@ -268,8 +276,8 @@ def run_mirrored_check(*cases):
 # probes) are marked `slow`, found by the names their code, their fixtures'
 # code and the test modules' helpers they call use, so that
 # `pytest -m "not slow"` is a quick in-process loop.
-SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "fork_server", "TrainRunServer", "subprocess", "Popen", "export",
-                        "export_workdir"})
+SLOW_CALLS = frozenset({"run_module", "run_mirrored_check", "fork_server", "TrainRunServer", "subprocess", "Popen",
+                        "export", "export_workdir"})
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 

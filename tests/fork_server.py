@@ -11,10 +11,14 @@ through sys.excepthook, atexit handlers, flushed streams, the exit code) but
 for the interpreter's finalisation, which takes 2 s with TensorFlow loaded:
 os._exit instead. TensorFlow has run no op in this process, so none of its
 runtime, threads or devices is forked (the one other thread, jemalloc's from
-pyarrow's library, has fork handlers). A child has these modules loaded where
-a new interpreter running the same command might not (no command of the zoo
-but export.onnx avoids them). Variables read only at start-up or import (PYTHONPATH, TF_CPP_MIN_LOG_LEVEL,
-TF_ENABLE_ONEDNN_OPTS, KERAS_BACKEND) are this process's, not a request's.
+pyarrow's library, has fork handlers; checked below). A child has these
+modules loaded where a new interpreter running the same command might not (no
+command of the zoo but export.onnx avoids them): a script that asserts what it
+does not import can only check the zoo here (export.verify, in a real
+interpreter, is the check of a SavedModel without them). Variables read only
+at start-up or import (PYTHONPATH, PYTHONHASHSEED, TF_CPP_MIN_LOG_LEVEL,
+TF_ENABLE_ONEDNN_OPTS, KERAS_BACKEND) are this process's, not a request's:
+every child has the same string hash seed.
 
 Reads one JSON request per line and answers each with one line:
 - {"module", "script" or "code", "argv", "cwd", "env", "stdout", "stderr",
@@ -23,7 +27,7 @@ Reads one JSON request per line and answers each with one line:
   "stderr": null sends stderr to stdout's file; "new_session": true starts a
   session (a process group) as Popen's start_new_session; "file_size_limit":
   n makes writes past n bytes fail with EFBIG (SIGXFSZ ignored), as on a full
-  disk.
+  disk (the stdout and stderr files too).
 - the same with "detach": true: starts it; {"pid": pid} at once. The caller
   signals the pid itself; this process reaps it (a child of this one).
 - {"wait": pid, "timeout"}: {"code": exit code} once the started child has
@@ -39,6 +43,8 @@ import resource
 import signal
 import sys
 import tempfile
+import threading
+import types
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -47,6 +53,10 @@ import keras  # noqa: E402,F401
 import tensorflow  # noqa: E402,F401
 import tensorflow_probability  # noqa: E402,F401  (the zoo's; with tf_keras and tensorboard: 1.3 s more each)
 
+from tensorflow.python.eager import context  # noqa: E402
+
+# what makes forking safe: no runtime started, no thread of Python's
+assert not context.context()._context_handle and threading.active_count() == 1, "fork_server.py: TF started"
 gc.freeze()  # the imports' objects: no collection in a child touches (and copies) their pages
 
 BASE_PATH = sys.path[1:]  # without this file's folder
@@ -59,12 +69,14 @@ def child(request):
         os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
+    os.close(null)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):  # first: errors below go to the files
         if fd == 2 and path is None:  # as Popen's stderr=STDOUT
             os.dup2(1, 2)
             continue
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(out, fd)
+        os.close(out)
     if request.get("file_size_limit"):  # writes past it fail with EFBIG, as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_size_limit"],) * 2)
@@ -84,7 +96,8 @@ def child(request):
     elif "code" in request:
         sys.argv = ["-c", *request["argv"]]
         sys.path[:] = ["", *BASE_PATH]
-        exec(compile(request["code"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        main_module = sys.modules["__main__"] = types.ModuleType("__main__")  # as python -c has
+        exec(compile(request["code"], "<string>", "exec"), main_module.__dict__)
     else:
         sys.argv = [request["script"], *request["argv"]]
         sys.path[:] = [os.path.dirname(os.path.abspath(request["script"])), *BASE_PATH]
@@ -113,7 +126,7 @@ def finish(run):
         os._exit(code)
 
 
-started = set()  # detached children not yet reaped
+started = {}  # detached children not yet reaped: pid -> whether it leads a session
 
 
 def start(request):
@@ -129,7 +142,7 @@ def wait(pid, timeout):
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            started.discard(pid)
+            started.pop(pid, None)
             return os.waitstatus_to_exitcode(status)
         if time.monotonic() >= deadline:
             return None
@@ -142,7 +155,7 @@ def serve(request):
         return {"timeout": True} if code is None else {"code": code}
     pid = start(request)
     if request.get("detach"):
-        started.add(pid)
+        started[pid] = bool(request.get("new_session"))
         return {"pid": pid}
     code = wait(pid, request.get("timeout", 600))
     if code is None:
@@ -159,8 +172,8 @@ def main():
             protocol.write(json.dumps(serve(json.loads(line))) + "\n")
             protocol.flush()
     finally:
-        for pid in started:  # a test that failed before waiting for its process
-            os.kill(pid, signal.SIGKILL)
+        for pid, session in started.items():  # a test that failed before waiting for its process
+            (os.killpg if session else os.kill)(pid, signal.SIGKILL)  # a session: what it started too
             os.waitpid(pid, 0)
 
 

@@ -3,7 +3,8 @@
 Feeds SavedModel signatures as TF Serving does: the graph loaded into a C++
 session and each request's tensors fed to the signature's placeholders with no
 Python shape or dtype checks (TF Serving compares nothing against the declared
-TensorSpecs). Imports TensorFlow only, never zoo. CASES.pkl holds a list of
+TensorSpecs). Imports TensorFlow only, never zoo (run from the fork server, whose
+children have Keras and TFP loaded too). CASES.pkl holds a list of
 (SavedModel directory, [(signature, {input: numpy array}), ...]); prints one
 JSON line per case, in order, {"ok": shapes} or {"error": class, "message":
 first line}, then "alive"."""

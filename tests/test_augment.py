@@ -141,7 +141,6 @@ print(float(np.max(np.abs(one - two))), float(np.max(np.abs(two[4:] - alone))))
 
 def test_two_replicas_together_draw_what_one_device_draws():
     done = fork_server()([REPLICA_CHECK], timeout=300, env={"CUDA_VISIBLE_DEVICES": ""}, kind="code")
-
     assert done.returncode == 0, done.stderr[-3000:]
     same, naive = map(float, done.stdout.split()[-2:])
     assert same == 0.0

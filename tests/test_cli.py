@@ -138,7 +138,8 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def served(cvae_run, tmp_path_factory):
-    """What the cvae export answers in a fresh process without the zoo (FRESH)."""
+    """What the cvae export answers in a process of its own without the zoo (FRESH; a child of
+    the fork server, TensorFlow, Keras and TFP loaded: export.verify is the real-interpreter check)."""
     _, base = cvae_run
     folder = tmp_path_factory.mktemp("served")
     script = folder / "serve.py"

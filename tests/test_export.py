@@ -16,7 +16,8 @@ def tiny(name="vae", seed=0):
 
 
 def test_verification_catches_a_saved_model_that_differs_from_the_model(tmp_path):
-    path = saved_model.export(tiny(), str(tmp_path), "vae", verify=False)  # what matches: test_contract
+    # (what matches: test_contract.py::test_every_export_answers_in_a_fresh_process)
+    path = saved_model.export(tiny(), str(tmp_path), "vae", verify=False)
     other = tiny()  # same architecture, other weights
     with pytest.raises(saved_model.ExportError, match="differs from the in-memory model"):
         saved_model.verify_in_fresh_process([(path, other.serving_signatures(), {})])

@@ -77,7 +77,6 @@ def test_batch_norm_synchronizes_over_replicas():
     """With several replicas a synchronized BatchNormalization normalises with the
     statistics of the global batch (Keras's all-reduce), not the replica's."""
     proc = fork_server()([SYNC_CHECK], timeout=300, kind="code")
-
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 

@@ -1,7 +1,9 @@
 """Exports as serving stacks see them: input checks inside the graphs (fed as TF
-Serving feeds, in a fresh process that never imports zoo), sampling on the
-server, float32 graphs, Keras's TFSMLayer, warmup requests, model_config_list
-and ONNX. Every check that runs an exported model runs in a fresh process."""
+Serving feeds, in a process that never imports zoo), sampling on the server,
+float32 graphs, Keras's TFSMLayer, warmup requests, model_config_list and ONNX.
+Every check that runs an exported model runs in a process of its own without the
+zoo (a child of the fork server: TensorFlow, Keras and TFP loaded; export.verify
+is the check in a real interpreter)."""
 
 import json
 import os
@@ -44,7 +46,7 @@ def exported(tmp_path_factory):
 
 
 def probe(models, tmp_path):
-    """Results of serving_probe.py on [(version dir, cases), ...] in one fresh process, a list of
+    """Results of serving_probe.py on [(version dir, cases), ...] in one process of its own, a list of
     results per model; asserts it lived."""
     cases_path = tmp_path / "cases.pkl"
     cases_path.write_bytes(pickle.dumps(models))
@@ -124,7 +126,7 @@ GOOD_CGAN = [
 
 @pytest.fixture(scope="module")
 def answers(exported, tmp_path_factory):
-    """{case list: what the exports answered to each request}, all from one fresh process."""
+    """{case list: what the exports answered to each request}, all from one process of its own."""
     lists = {"bad vae": ("vae", BAD_VAE), "bad cgan": ("cgan", BAD_CGAN),
              "good vae": ("vae", GOOD_VAE), "good cgan": ("cgan", GOOD_CGAN),
              "bad vqvae": ("vqvae", BAD_VQVAE), "good vqvae": ("vqvae", GOOD_VQVAE)}
