@@ -38,14 +38,14 @@ import atexit
 import gc
 import json
 import os
-import runpy
 import resource
+import runpy
 import signal
 import sys
 import tempfile
 import threading
-import types
 import time
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

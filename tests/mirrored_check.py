@@ -1,7 +1,8 @@
 """Run by conftest.run_mirrored_check in a process of its own, whose TensorFlow
-runtime has not started (logical devices must be set up before it does): for each GAN model, two train steps on a global
-batch under tf.distribute.MirroredStrategy over 2 logical CPU devices, and the
-same two steps on one device; prints one JSON line {model: max |w_1 - w_2|}.
+runtime has not started (logical devices must be set up before it does): for
+each GAN model, two train steps on a global batch under
+tf.distribute.MirroredStrategy over 2 logical CPU devices, and the same two
+steps on one device; prints one JSON line {model: max |w_1 - w_2|}.
 Cases named on the command line run instead (tests/test_aae.py,
 tests/test_bigan.py and tests/test_gan.py run some of OTHER_CASES); every
 optimizer the model's compile_defaults names becomes SGD.
